@@ -1,0 +1,95 @@
+"""`gateway serve`: wires the parts together, starts them in order, stops them in reverse on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import ssl
+
+from gateway import __version__
+from gateway.config import Config
+from gateway.mqtt.auth import AclFile, Authorizer, PasswordFile
+from gateway.mqtt.broker import Broker, BrokerSettings
+from gateway.mqtt.connection import ConnectionLimits
+from gateway.mqtt.persist import BrokerState
+from gateway.mqtt.server import Listener, MqttServer
+
+log = logging.getLogger("gateway")
+
+
+def build_authorizer(config: Config) -> Authorizer:
+    mqtt = config.mqtt
+    passwords = PasswordFile.load(config.resolve(mqtt.password_file)) if mqtt.password_file else None
+    acl = AclFile.load(config.resolve(mqtt.acl_file)) if mqtt.acl_file else None
+    return Authorizer(mqtt.allow_anonymous, passwords, acl)
+
+
+def build_listeners(config: Config) -> list[Listener]:
+    mqtt = config.mqtt
+    bind = config.gateway.bind
+    listeners = [Listener("mqtt", bind, mqtt.port)]
+    if mqtt.tls:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(config.resolve(mqtt.certfile), config.resolve(mqtt.keyfile))
+        if mqtt.cafile:
+            context.load_verify_locations(config.resolve(mqtt.cafile))
+            context.verify_mode = ssl.CERT_REQUIRED if mqtt.require_certificate else ssl.CERT_OPTIONAL
+        listeners.append(Listener("mqtts", bind, mqtt.tls_port, context))
+    return listeners
+
+
+class Gateway:
+    """Every part of a running gateway, with explicit start and stop."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        mqtt = config.mqtt
+        data = config.data_path()
+        self.state = BrokerState(data / "broker")
+        settings = BrokerSettings(
+            max_queued_messages=mqtt.max_queued_messages,
+            queue_qos0_messages=mqtt.queue_qos0_messages,
+            max_session_expiry=mqtt.max_session_expiry,
+            retain_available=mqtt.retain_available,
+            sys_interval=mqtt.sys_interval,
+        )
+        self.broker = Broker(settings, build_authorizer(config), self.state)
+        limits = ConnectionLimits(
+            max_packet_size=mqtt.max_packet_size,
+            receive_maximum=mqtt.receive_maximum,
+            max_inflight=mqtt.max_inflight_messages,
+            topic_alias_maximum=mqtt.topic_alias_maximum,
+            max_keepalive=mqtt.max_keepalive,
+            connect_timeout=mqtt.connect_timeout,
+            max_connections=mqtt.max_connections,
+        )
+        self.mqtt = MqttServer(self.broker, limits, build_listeners(config))
+        self.endpoints: list[tuple[str, str, int]] = []
+
+    async def start(self) -> None:
+        await self.broker.start()
+        self.endpoints = await self.mqtt.start()
+        log.info("gateway %s, data in %s, config from %s", __version__, self.config.data_path(), self.config.source)
+        log.info("listening %s", " ".join(f"{name}={host}:{port}" for name, host, port in self.endpoints))
+
+    async def stop(self) -> None:
+        await self.mqtt.stop()
+        await self.broker.stop()
+        log.info("stopped")
+
+
+async def serve(config: Config) -> None:
+    gateway = Gateway(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await gateway.start()
+    except BaseException:
+        await gateway.stop()
+        raise
+    await stop.wait()
+    log.info("stopping")
+    await gateway.stop()

@@ -1,0 +1,215 @@
+"""The configuration file: every option, its default, its validation and its documentation, in one place.
+
+One TOML file, one table per part of the gateway. Unknown tables or keys and values of the wrong type or range
+are refused at start with the file, the key and the reason. `gateway config` prints this schema as a commented
+TOML file holding every default (docs/configuration.md is that output).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+NEVER = 4_294_967_295
+
+
+class ConfigError(Exception):
+    """A configuration file that cannot be used; the message names the file, the key and what is wrong."""
+
+
+def _opt(
+    default: Any,
+    doc: str,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    choices: tuple[str, ...] | None = None,
+) -> Any:
+    return field(default=default, metadata={"doc": doc, "min": minimum, "max": maximum, "choices": choices})
+
+
+@dataclass(slots=True)
+class GatewayOptions:
+    name: str = _opt("gateway", "Name of this gateway, shown to clients and used as the mDNS host name.")
+    data_dir: str = _opt(
+        "",
+        "Where the databases live. Empty: $STATE_DIRECTORY when run by systemd (/var/lib/gateway), "
+        "otherwise the user's data directory (e.g. ~/.local/share/gateway).",
+    )
+    bind: str = _opt("0.0.0.0", "Address every listener binds to (0.0.0.0: all IPv4 interfaces).")
+    log_level: str = _opt("info", "Least severe log level written.", choices=("debug", "info", "warning", "error"))
+
+
+@dataclass(slots=True)
+class MqttOptions:
+    port: int = _opt(
+        1883, "TCP port of the MQTT listener; 0 picks a free port (logged at start).", minimum=0, maximum=65535
+    )
+    tls: bool = _opt(False, "Also listen for MQTT over TLS (needs certfile and keyfile).")
+    tls_port: int = _opt(8883, "TCP port of the MQTT-over-TLS listener; 0 picks a free port.", minimum=0, maximum=65535)
+    certfile: str = _opt("", "PEM certificate chain of the TLS listener.")
+    keyfile: str = _opt("", "PEM private key of the TLS listener.")
+    cafile: str = _opt("", "PEM CA certificates that client certificates are checked against (optional).")
+    require_certificate: bool = _opt(False, "Refuse TLS clients that present no valid certificate (needs cafile).")
+    allow_anonymous: bool = _opt(True, "Accept clients that give no user name. Turn off once users are set up.")
+    password_file: str = _opt("", "Password file written by `gateway passwd`; empty: no user accounts.")
+    acl_file: str = _opt("", "Topic access rules in mosquitto's acl_file format; empty: everyone may do anything.")
+    max_packet_size: int = _opt(
+        1_048_576,
+        "Largest MQTT packet accepted, in bytes; larger ones close the connection.",
+        minimum=64,
+        maximum=268_435_460,
+    )
+    max_connections: int = _opt(1024, "Most clients connected at once; more are refused as 'server busy'.", minimum=1)
+    receive_maximum: int = _opt(
+        100,
+        "Most unacknowledged QoS 1/2 messages accepted from one client "
+        "(MQTT 5 Receive Maximum); its socket is not read while more are pending.",
+        minimum=1,
+        maximum=65535,
+    )
+    max_inflight_messages: int = _opt(
+        100, "Most unacknowledged QoS 1/2 messages sent to one client at once.", minimum=1, maximum=65535
+    )
+    max_queued_messages: int = _opt(
+        1000,
+        "Most messages waiting for one client (offline or slow). Further "
+        "messages are dropped, and counted in $SYS/broker/messages/dropped.",
+        minimum=1,
+    )
+    queue_qos0_messages: bool = _opt(False, "Also queue QoS 0 messages for offline persistent sessions.")
+    max_keepalive: int = _opt(
+        0, "Longest keep-alive granted to MQTT 5 clients, in seconds; 0: no limit.", minimum=0, maximum=65535
+    )
+    topic_alias_maximum: int = _opt(
+        10, "Topic aliases an MQTT 5 client may use towards the gateway.", minimum=0, maximum=65535
+    )
+    max_session_expiry: int = _opt(
+        NEVER,
+        "Longest time a persistent session outlives its client, in seconds "
+        f"({NEVER}: never expires; also used for MQTT 3.1.1 clean-session-0 clients).",
+        minimum=0,
+        maximum=NEVER,
+    )
+    retain_available: bool = _opt(True, "Keep retained messages.")
+    sys_interval: float = _opt(
+        10.0, "Seconds between updates of the $SYS/broker/... topics; 0 turns them off.", minimum=0
+    )
+    connect_timeout: float = _opt(10.0, "Seconds a new connection may take to send its CONNECT.", minimum=0.1)
+
+
+@dataclass(slots=True)
+class Config:
+    gateway: GatewayOptions = field(default_factory=GatewayOptions)
+    mqtt: MqttOptions = field(default_factory=MqttOptions)
+    source: str = "built-in defaults"
+
+    def data_path(self) -> Path:
+        if self.gateway.data_dir:
+            return Path(self.gateway.data_dir).expanduser()
+        state_dir = os.environ.get("STATE_DIRECTORY")  # set by systemd's StateDirectory=
+        if state_dir:
+            return Path(state_dir.split(":")[0])
+        return Path(platformdirs.user_data_dir("gateway", appauthor=False))
+
+    def resolve(self, path: str) -> Path:
+        """A path from the file, relative to the file's folder."""
+        p = Path(path).expanduser()
+        if not p.is_absolute() and self.source not in ("built-in defaults", ""):
+            return Path(self.source).parent / p
+        return p
+
+
+_SECTIONS = {f.name: f for f in fields(Config) if f.name != "source"}
+
+
+def _check_value(where: str, spec: Any, value: Any) -> Any:
+    expected = (
+        spec.type if isinstance(spec.type, type) else {"str": str, "int": int, "bool": bool, "float": float}[spec.type]
+    )
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        raise ConfigError(f"{where}: expected {expected.__name__}, got {type(value).__name__} {value!r}")
+    meta = spec.metadata
+    if meta["min"] is not None and value < meta["min"]:
+        raise ConfigError(f"{where}: {value!r} is below the minimum of {meta['min']}")
+    if meta["max"] is not None and value > meta["max"]:
+        raise ConfigError(f"{where}: {value!r} is above the maximum of {meta['max']}")
+    if meta["choices"] is not None and value not in meta["choices"]:
+        raise ConfigError(f"{where}: {value!r} is not one of {', '.join(meta['choices'])}")
+    return value
+
+
+def parse(data: dict[str, Any], source: str) -> Config:
+    config = Config(source=source)
+    for section_name, table in data.items():
+        section_field = _SECTIONS.get(section_name)
+        if section_field is None:
+            known = ", ".join(f"[{s}]" for s in _SECTIONS)
+            raise ConfigError(f"{source}: unknown table [{section_name}] (known: {known})")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: {section_name} must be a table, like [{section_name}]")
+        section = getattr(config, section_name)
+        specs = {f.name: f for f in fields(section)}
+        for key, value in table.items():
+            spec = specs.get(key)
+            if spec is None:
+                raise ConfigError(f"{source}: unknown key {key!r} in [{section_name}] (known: {', '.join(specs)})")
+            setattr(section, key, _check_value(f"{source}: [{section_name}] {key}", spec, value))
+    _check_consistency(config)
+    return config
+
+
+def _check_consistency(config: Config) -> None:
+    mqtt = config.mqtt
+    if mqtt.tls and not (mqtt.certfile and mqtt.keyfile):
+        raise ConfigError(f"{config.source}: [mqtt] tls = true needs certfile and keyfile")
+    if mqtt.require_certificate and not mqtt.cafile:
+        raise ConfigError(f"{config.source}: [mqtt] require_certificate = true needs cafile")
+
+
+def load(path: Path | None) -> Config:
+    """Read a configuration file; None means the built-in defaults."""
+    if path is None:
+        return parse({}, "built-in defaults")
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such configuration file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it: {exc.strerror}") from None
+    return parse(data, str(path))
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(value)
+
+
+def documented_defaults() -> str:
+    """The whole schema as a TOML file of defaults, each option preceded by its documentation."""
+    lines = ["# gateway configuration: every option with its default value.", ""]
+    for section_name, section_field in _SECTIONS.items():
+        lines.append(f"[{section_name}]")
+        assert section_field.default_factory is not MISSING
+        defaults = section_field.default_factory()
+        for spec in fields(defaults):
+            meta = spec.metadata
+            lines.append(f"# {meta['doc']}")
+            if meta["choices"]:
+                lines.append(f"# One of: {', '.join(meta['choices'])}.")
+            lines.append(f"{spec.name} = {_toml_value(getattr(defaults, spec.name))}")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,450 @@
+"""Routing: sessions, subscriptions, retained messages, wills, shared subscriptions and the publish hooks.
+
+The broker owns every session and knows nothing of sockets: connections (connection.py, and later the MQTT-SN
+gateway) attach to sessions and hand it messages. Publish hooks let the gateway make a message durable before the
+publisher is acknowledged: they are awaited by whoever received the message, and the message is routed only after
+they succeed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+
+from gateway import __version__
+from gateway.mqtt.auth import Authorizer
+from gateway.mqtt.codec import Reason, Subscription
+from gateway.mqtt.persist import BrokerState, SessionRecord
+from gateway.mqtt.session import NEVER_EXPIRES, Message, Session, SubOptions
+from gateway.mqtt.topics import SubscriptionTree, filter_error, filter_matches, split_shared
+
+log = logging.getLogger("gateway.mqtt")
+
+SYS_PREFIX = "$SYS/broker/"
+
+
+class PublishRejected(Exception):
+    """Raised by a publish hook to refuse a message.
+
+    `retry` says whether the same message may succeed later (storage full or failing) or never will (a payload
+    that does not parse). MQTT 5 publishers always get the reason code and text; see connection.py for 3.1.1.
+    """
+
+    def __init__(self, reason: str, reason_code: int = Reason.PAYLOAD_FORMAT_INVALID, *, retry: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.reason_code = reason_code
+        self.retry = retry
+
+
+@dataclass(frozen=True, slots=True)
+class ClientInfo:
+    """Who published a message, for hooks and logs."""
+
+    client_id: str
+    username: str | None
+    protocol: str  # "mqtt" or "mqtt-sn"
+    peer: str
+
+
+PublishHook = Callable[[Message, ClientInfo], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class BrokerSettings:
+    max_queued_messages: int = 1000
+    queue_qos0_messages: bool = False
+    max_session_expiry: int = NEVER_EXPIRES
+    retain_available: bool = True
+    sys_interval: float = 10.0
+
+
+class Stats:
+    """Counters for $SYS and the status page; plain attributes, incremented on hot paths."""
+
+    __slots__ = (
+        "bytes_received",
+        "bytes_sent",
+        "clients_connected",
+        "clients_maximum",
+        "connections_refused",
+        "messages_dropped",
+        "messages_received",
+        "messages_sent",
+        "protocol_errors",
+        "publish_rejected",
+        "started_at",
+    )
+
+    def __init__(self) -> None:
+        self.started_at = time.time()
+        self.clients_connected = 0
+        self.clients_maximum = 0
+        self.connections_refused = 0
+        self.messages_received = 0
+        self.messages_sent = 0
+        self.messages_dropped = 0
+        self.publish_rejected = 0
+        self.protocol_errors = 0
+        self.bytes_received = 0
+        self.bytes_sent = 0
+
+
+Subscriber = tuple[Session, SubOptions]
+
+
+class Broker:
+    def __init__(self, settings: BrokerSettings, authorizer: Authorizer, state: BrokerState | None = None) -> None:
+        self.settings = settings
+        self.authorizer = authorizer
+        self.state = state
+        self.stats = Stats()
+        self.sessions: dict[str, Session] = {}
+        self.retained: dict[str, Message] = {}
+        self._tree: SubscriptionTree[Subscriber] = SubscriptionTree()
+        self._hooks: list[tuple[str, PublishHook]] = []
+        self._hook_cache: dict[str, tuple[PublishHook, ...]] = {}
+        self._share_turn: dict[tuple[str, str], int] = {}
+        self._pending_wills: dict[str, tuple[asyncio.TimerHandle, Message]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._ticker: asyncio.Task[None] | None = None
+        self._flush_scheduled = False
+
+    # -- lifecycle ----------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.state is not None:
+            self._load_state(self.state)
+        self._ticker = asyncio.create_task(self._tick_forever(), name="broker-ticker")
+
+    async def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+        for handle, _will in self._pending_wills.values():
+            handle.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.state is not None:
+            now = time.time()
+            for session in self.sessions.values():
+                if session.persistent and session.connection is not None:
+                    session.disconnected_at = now
+                    self._save_session(session)
+            self.state.close()
+
+    def _load_state(self, state: BrokerState) -> None:
+        for message in state.retained():
+            self.retained[message.topic] = message
+        for record in state.sessions():
+            session = self._new_session(record.client_id, record.expiry_interval)
+            session.username = record.username
+            # Time spent stopped counts towards expiry: the restart is when we last saw the client, at the latest.
+            session.disconnected_at = record.disconnected_at or time.time()
+            for topic_filter, options in record.subscriptions.items():
+                session.subscriptions[topic_filter] = options
+                self._tree.add(topic_filter, session.client_id, (session, options))
+            for delivery in state.deliveries(record.client_id):
+                session.restore(delivery)
+            self.sessions[session.client_id] = session
+        if self.sessions or self.retained:
+            log.info("restored %d sessions and %d retained messages", len(self.sessions), len(self.retained))
+
+    def _new_session(self, client_id: str, expiry_interval: int) -> Session:
+        return Session(
+            client_id,
+            expiry_interval,
+            self.settings.max_queued_messages,
+            self.stats,
+            queue_qos0=self.settings.queue_qos0_messages,
+            store=self.state if expiry_interval and self.state is not None else None,
+        )
+
+    # -- sessions -----------------------------------------------------------------------------------------------
+
+    def attach(
+        self, client_id: str, clean_start: bool, expiry_interval: int, username: str | None
+    ) -> tuple[Session, bool]:
+        """Find or create the session for a client that just connected; returns it and whether it was present.
+
+        A connection already attached to the session must have been detached by the caller (takeover).
+        """
+        expiry_interval = min(expiry_interval, self.settings.max_session_expiry)
+        pending = self._pending_wills.pop(client_id, None)
+        if pending is not None:
+            pending[0].cancel()  # §3.1.3.2.2: a new connection within the will delay means no will
+        session = self.sessions.get(client_id)
+        present = session is not None and not clean_start
+        if session is not None and clean_start:
+            self._end_session(session)
+            session = None
+        if session is None:
+            session = self._new_session(client_id, expiry_interval)
+            self.sessions[client_id] = session
+        else:
+            session.expiry_interval = expiry_interval
+            session.store = self.state if expiry_interval else None
+        session.username = username
+        session.disconnected_at = None
+        self._save_session(session)
+        return session, present
+
+    def detach(self, session: Session, will: Message | None, will_delay: int) -> None:
+        """The session's connection is gone. Publishes (or schedules) the will; ends a non-persistent session."""
+        session.connection = None
+        session.disconnected_at = time.time()
+        if will is not None:
+            delay = min(will_delay, session.expiry_interval)
+            if delay <= 0:
+                self.publish_internal(will)
+            else:
+                handle = asyncio.get_running_loop().call_later(delay, self._fire_will, session.client_id)
+                self._pending_wills[session.client_id] = (handle, will)
+        if session.persistent:
+            self._save_session(session)
+        else:
+            self._end_session(session)
+
+    def _fire_will(self, client_id: str) -> None:
+        _handle, will = self._pending_wills.pop(client_id)
+        self.publish_internal(will)
+
+    def _end_session(self, session: Session) -> None:
+        for topic_filter in session.subscriptions:
+            self._tree.remove(topic_filter, session.client_id)
+        session.subscriptions.clear()
+        session.discard_messages()
+        session.incoming_qos2.clear()
+        if self.sessions.get(session.client_id) is session:
+            del self.sessions[session.client_id]
+        if self.state is not None:
+            self.state.delete_session(session.client_id)
+            self._schedule_flush()
+        pending = self._pending_wills.pop(session.client_id, None)
+        if pending is not None:
+            # §3.1.3.2.2: the will is sent when the session ends, if its delay has not passed yet.
+            pending[0].cancel()
+            self.publish_internal(pending[1])
+
+    def _save_session(self, session: Session) -> None:
+        if self.state is not None and session.persistent:
+            self.state.put_session(
+                SessionRecord(
+                    session.client_id,
+                    session.expiry_interval,
+                    session.subscriptions,
+                    session.disconnected_at,
+                    session.username,
+                )
+            )
+            self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_state)
+
+    def _flush_state(self) -> None:
+        self._flush_scheduled = False
+        if self.state is not None:
+            self.state.flush()
+
+    def expire_sessions(self, now: float) -> None:
+        for session in [s for s in self.sessions.values() if s.expired(now)]:
+            log.info("session of %s expired after %d s offline", session.client_id, session.expiry_interval)
+            self._end_session(session)
+
+    # -- subscriptions ------------------------------------------------------------------------------------------
+
+    def subscribe(self, session: Session, sub: Subscription, identifier: int | None) -> tuple[int, bool]:
+        """Returns (reason code for SUBACK, whether the subscription is new)."""
+        error = filter_error(sub.topic_filter)
+        if error is not None:
+            log.info("client %s: refused subscription to %r: %s", session.client_id, sub.topic_filter, error)
+            return Reason.TOPIC_FILTER_INVALID, False
+        if not self.authorizer.may_subscribe(session.username, session.client_id, split_shared(sub.topic_filter)[1]):
+            log.info("client %s: subscription to %r denied by the ACL", session.client_id, sub.topic_filter)
+            return Reason.NOT_AUTHORIZED, False
+        options = SubOptions(sub.qos, sub.no_local, sub.retain_as_published, sub.retain_handling, identifier)
+        new = self._tree.add(sub.topic_filter, session.client_id, (session, options))
+        session.subscriptions[sub.topic_filter] = options
+        self._save_session(session)
+        return sub.qos, new
+
+    def send_retained(self, session: Session, topic_filter: str, new: bool) -> None:
+        """Deliver the retained messages a fresh subscription asked for (§3.3.1.3), after its SUBACK."""
+        options = session.subscriptions.get(topic_filter)
+        group, plain = split_shared(topic_filter)
+        if options is None or group is not None:  # §4.8.2: no retained messages for shared subscriptions
+            return
+        if options.retain_handling == 2 or (options.retain_handling == 1 and not new):
+            return
+        identifiers = [options.identifier] if options.identifier else []
+        now = time.time()
+        for topic, message in list(self.retained.items()):
+            if message.expires_at is not None and message.expires_at <= now:
+                self._delete_retained(topic)
+                continue
+            if filter_matches(plain, topic) and self.authorizer.may_read(session.username, session.client_id, topic):
+                session.deliver(message, min(message.qos, options.qos), True, identifiers)
+
+    def unsubscribe(self, session: Session, topic_filter: str) -> int:
+        if session.subscriptions.pop(topic_filter, None) is None:
+            return Reason.NO_SUBSCRIPTION_EXISTED
+        self._tree.remove(topic_filter, session.client_id)
+        self._save_session(session)
+        return Reason.SUCCESS
+
+    # -- publishing ---------------------------------------------------------------------------------------------
+
+    def add_publish_hook(self, topic_filter: str, hook: PublishHook) -> None:
+        """Have `hook` awaited for every message published to a topic matching `topic_filter`, before the
+        publisher is acknowledged and before the message is routed."""
+        error = filter_error(topic_filter)
+        if error is not None:
+            raise ValueError(f"publish hook filter {topic_filter!r}: {error}")
+        self._hooks.append((topic_filter, hook))
+        self._hook_cache.clear()
+
+    def hooks_for(self, topic: str) -> tuple[PublishHook, ...]:
+        hooks = self._hook_cache.get(topic)
+        if hooks is None:
+            hooks = tuple(h for f, h in self._hooks if filter_matches(f, topic))
+            if len(self._hook_cache) >= 4096:
+                self._hook_cache.clear()
+            self._hook_cache[topic] = hooks
+        return hooks
+
+    async def run_hooks(self, message: Message, client: ClientInfo) -> None:
+        for hook in self.hooks_for(message.topic):
+            await hook(message, client)
+
+    def publish_internal(self, message: Message) -> None:
+        """Publish a message that has no publisher waiting for an acknowledgement (wills): hooks run in a task
+        the broker owns, then the message is routed."""
+        if not self.hooks_for(message.topic):
+            self.route(message)
+            return
+        client = ClientInfo(message.sender or "", None, "broker", "")
+        task = asyncio.create_task(self._publish_after_hooks(message, client))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _publish_after_hooks(self, message: Message, client: ClientInfo) -> None:
+        try:
+            await self.run_hooks(message, client)
+        except PublishRejected as exc:
+            self.stats.publish_rejected += 1
+            log.warning("will of %s on %r rejected: %s", client.client_id, message.topic, exc.reason)
+            return
+        self.route(message)
+
+    def route(self, message: Message) -> None:
+        """Deliver a message to every matching subscription and keep it if retained."""
+        self.stats.messages_received += 1
+        if message.retain:
+            self._set_retained(message)
+        match = self._tree.match(message.topic)
+        subscribers = match.subscribers
+        if len(subscribers) == 1 and not match.groups:
+            session, options = subscribers[0]
+            self._deliver_one(
+                message, session, options.qos, options, [options.identifier] if options.identifier else []
+            )
+            return
+        if subscribers:
+            self._deliver_overlapping(message, subscribers)
+        for key, members in match.groups:
+            self._deliver_shared(message, key, members)
+
+    def _deliver_one(
+        self, message: Message, session: Session, qos: int, options: SubOptions, identifiers: list[int]
+    ) -> None:
+        if options.no_local and message.sender == session.client_id:
+            return
+        if not self.authorizer.may_read(session.username, session.client_id, message.topic):
+            return
+        retain = message.retain and options.retain_as_published
+        session.deliver(message, min(message.qos, qos), retain, identifiers)
+
+    def _deliver_overlapping(self, message: Message, subscribers: Iterable[Subscriber]) -> None:
+        # A client whose filters overlap gets the message once, at the highest QoS granted, with every
+        # subscription identifier (§3.3.4).
+        best: dict[str, tuple[Session, int, SubOptions, list[int]]] = {}
+        for session, options in subscribers:
+            if options.no_local and message.sender == session.client_id:
+                continue
+            entry = best.get(session.client_id)
+            ids = [options.identifier] if options.identifier else []
+            if entry is None:
+                best[session.client_id] = (session, options.qos, options, ids)
+            else:
+                keep = options if options.retain_as_published else entry[2]
+                best[session.client_id] = (session, max(entry[1], options.qos), keep, entry[3] + ids)
+        for session, qos, options, ids in best.values():
+            self._deliver_one(message, session, qos, options, sorted(ids))
+
+    def _deliver_shared(self, message: Message, key: tuple[str, str], members: dict[str, Subscriber]) -> None:
+        # Round robin over the group's members, preferring those connected now (§4.8.2).
+        entries = list(members.values())
+        candidates = [e for e in entries if e[0].connection is not None] or entries
+        turn = self._share_turn.get(key, 0) % len(candidates)
+        self._share_turn[key] = turn + 1
+        session, options = candidates[turn]
+        self._deliver_one(message, session, options.qos, options, [options.identifier] if options.identifier else [])
+
+    def _set_retained(self, message: Message) -> None:
+        topic = message.topic
+        if not message.payload:
+            self._delete_retained(topic)  # §3.3.1.3: an empty retained message deletes the retained one
+            return
+        self.retained[topic] = message
+        if self.state is not None and not topic.startswith(SYS_PREFIX):
+            self.state.put_retained(message)
+            self._schedule_flush()
+
+    def _delete_retained(self, topic: str) -> None:
+        if self.retained.pop(topic, None) is not None and self.state is not None:
+            self.state.delete_retained(topic)
+            self._schedule_flush()
+
+    # -- housekeeping -------------------------------------------------------------------------------------------
+
+    async def _tick_forever(self) -> None:
+        next_sys = 0.0
+        while True:
+            now = time.time()
+            self.expire_sessions(now)
+            if self.settings.sys_interval > 0 and now >= next_sys:
+                self.publish_sys()
+                next_sys = now + self.settings.sys_interval
+            await asyncio.sleep(1.0)
+
+    def sys_values(self) -> dict[str, str]:
+        stats = self.stats
+        subscriptions = sum(len(s.subscriptions) for s in self.sessions.values())
+        return {
+            "version": f"gateway {__version__}",
+            "uptime": f"{int(time.time() - stats.started_at)} seconds",
+            "clients/connected": str(stats.clients_connected),
+            "clients/disconnected": str(len(self.sessions) - stats.clients_connected),
+            "clients/total": str(len(self.sessions)),
+            "clients/maximum": str(stats.clients_maximum),
+            "messages/received": str(stats.messages_received),
+            "messages/sent": str(stats.messages_sent),
+            "messages/dropped": str(stats.messages_dropped),
+            "messages/rejected": str(stats.publish_rejected),
+            "bytes/received": str(stats.bytes_received),
+            "bytes/sent": str(stats.bytes_sent),
+            "retained messages/count": str(len(self.retained)),
+            "subscriptions/count": str(subscriptions),
+        }
+
+    def publish_sys(self) -> None:
+        for name, value in self.sys_values().items():
+            message = Message(SYS_PREFIX + name, value.encode(), 0, True)
+            # Routed without counting: $SYS traffic is not client traffic.
+            self.stats.messages_received -= 1
+            self.route(message)

@@ -1,0 +1,188 @@
+"""The broker's own state in RocksDB: persistent sessions, their undelivered messages, and retained messages.
+
+This is not the time-series store (that one knows nothing of MQTT); it is a small database of its own under the
+data directory, sized to stay within a few MiB of memory. Writes are gathered into one WriteBatch that the broker
+flushes once per event-loop turn: the write-ahead log reaches the operating system on every flush, so the state
+survives a crash or a kill of the process; a power cut can lose the last moments (the WAL is not fsynced here,
+unlike the readings' store).
+
+Keys, all bytes:
+  s<client id>                      -> session record (JSON)
+  d<client id>\\x00<seq, 8 bytes BE>  -> one queued or in-flight delivery
+  r<topic>                          -> retained message
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from rocksdict import Options, Rdict, WriteBatch
+
+from gateway.mqtt.codec import MQTT_5, MalformedPacket, Publish, Reader, encode_publish
+from gateway.mqtt.session import Delivery, Message, SubOptions
+
+_SEQ = struct.Struct(">Q")
+# qos, retain, released, packet id, number of subscription identifiers
+_DELIVERY_HEAD = struct.Struct(">BBBHH")
+_EXPIRY = struct.Struct(">Bd")
+
+
+@dataclass(slots=True)
+class SessionRecord:
+    client_id: str
+    expiry_interval: int
+    subscriptions: dict[str, SubOptions]
+    disconnected_at: float | None
+    username: str | None
+
+
+class StateError(Exception):
+    """The broker state database cannot be opened or holds a record we cannot read."""
+
+
+def _options() -> Options:
+    opts = Options(raw_mode=True)
+    opts.create_if_missing(True)
+    # Small and steady beats fast here: this database holds sessions and retained messages, not readings.
+    opts.set_write_buffer_size(1 << 20)
+    opts.set_max_write_buffer_number(2)
+    opts.set_max_open_files(32)
+    opts.set_max_background_jobs(1)
+    opts.set_keep_log_file_num(2)
+    return opts
+
+
+def encode_message(message: Message) -> bytes:
+    """A message as an MQTT 5 PUBLISH packet, preceded by its expiry time."""
+    expiry = _EXPIRY.pack(message.expires_at is not None, message.expires_at or 0.0)
+    packet = Publish(message.topic, message.payload, message.qos, message.retain, False, None, message.properties)
+    return expiry + encode_publish(packet, MQTT_5)
+
+
+def decode_message(data: bytes) -> Message:
+    has_expiry, expires_at = _EXPIRY.unpack_from(data)
+    packets = Reader(version=MQTT_5).feed(data[_EXPIRY.size :])
+    if len(packets) != 1 or not isinstance(packets[0], Publish):
+        raise MalformedPacket("stored message is not one PUBLISH packet")
+    packet = packets[0]
+    # A stored message carries its QoS in the PUBLISH only as a flag; the packet id slot is left empty.
+    return Message(
+        packet.topic, packet.payload, packet.qos, packet.retain, packet.properties, expires_at if has_expiry else None
+    )
+
+
+def _session_key(client_id: str) -> bytes:
+    return b"s" + client_id.encode()
+
+
+def _delivery_prefix(client_id: str) -> bytes:
+    return b"d" + client_id.encode() + b"\x00"
+
+
+class BrokerState:
+    def __init__(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = Rdict(str(path), _options())
+        except Exception as exc:
+            raise StateError(
+                f"cannot open the broker state database in {path}: {exc}. "
+                "Is another gateway running with the same data directory?"
+            ) from exc
+        self._batch = WriteBatch(raw_mode=True)
+        self._pending = 0
+
+    # -- writes, gathered until flush() ----------------------------------------------------------------------
+
+    def put_session(self, record: SessionRecord) -> None:
+        subs = {
+            f: [o.qos, o.no_local, o.retain_as_published, o.retain_handling, o.identifier]
+            for f, o in record.subscriptions.items()
+        }
+        value = {
+            "expiry": record.expiry_interval,
+            "subs": subs,
+            "disconnected_at": record.disconnected_at,
+            "username": record.username,
+        }
+        self._put(_session_key(record.client_id), json.dumps(value).encode())
+
+    def delete_session(self, client_id: str) -> None:
+        self._batch.delete(_session_key(client_id))
+        prefix = _delivery_prefix(client_id)
+        self._batch.delete_range(prefix, prefix[:-1] + b"\x01")
+        self._pending += 1
+
+    def put_delivery(self, client_id: str, delivery: Delivery) -> None:
+        head = _DELIVERY_HEAD.pack(
+            delivery.qos,
+            delivery.retain,
+            delivery.released,
+            delivery.packet_id,
+            len(delivery.identifiers),
+        )
+        ids = b"".join(_SEQ.pack(i) for i in delivery.identifiers)
+        self._put(_delivery_prefix(client_id) + _SEQ.pack(delivery.seq), head + ids + encode_message(delivery.message))
+
+    def delete_delivery(self, client_id: str, seq: int) -> None:
+        self._batch.delete(_delivery_prefix(client_id) + _SEQ.pack(seq))
+        self._pending += 1
+
+    def put_retained(self, message: Message) -> None:
+        self._put(b"r" + message.topic.encode(), encode_message(message))
+
+    def delete_retained(self, topic: str) -> None:
+        self._batch.delete(b"r" + topic.encode())
+        self._pending += 1
+
+    def _put(self, key: bytes, value: bytes) -> None:
+        self._batch.put(key, value)
+        self._pending += 1
+
+    @property
+    def dirty(self) -> bool:
+        return self._pending > 0
+
+    def flush(self) -> None:
+        if self._pending:
+            self._db.write(self._batch)
+            self._batch = WriteBatch(raw_mode=True)
+            self._pending = 0
+
+    def close(self) -> None:
+        self.flush()
+        self._db.flush_wal(True)
+        self._db.close()
+
+    # -- reads, at start-up ------------------------------------------------------------------------------------
+
+    def _scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        for key, value in self._db.items(from_key=prefix):
+            assert isinstance(key, bytes) and isinstance(value, bytes)  # raw mode
+            if not key.startswith(prefix):
+                return
+            yield key, value
+
+    def sessions(self) -> Iterator[SessionRecord]:
+        for key, value in self._scan(b"s"):
+            raw = json.loads(value)
+            subs = {f: SubOptions(o[0], o[1], o[2], o[3], o[4]) for f, o in raw["subs"].items()}
+            yield SessionRecord(key[1:].decode(), raw["expiry"], subs, raw["disconnected_at"], raw.get("username"))
+
+    def deliveries(self, client_id: str) -> Iterator[Delivery]:
+        prefix = _delivery_prefix(client_id)
+        for key, value in self._scan(prefix):
+            seq = _SEQ.unpack(key[len(prefix) :])[0]
+            qos, retain, released, packet_id, n_ids = _DELIVERY_HEAD.unpack_from(value)
+            pos = _DELIVERY_HEAD.size
+            ids = [_SEQ.unpack_from(value, pos + 8 * i)[0] for i in range(n_ids)]
+            message = decode_message(value[pos + 8 * n_ids :])
+            yield Delivery(message, qos, bool(retain), ids, seq, packet_id, bool(released))
+
+    def retained(self) -> Iterator[Message]:
+        for _key, value in self._scan(b"r"):
+            yield decode_message(value)

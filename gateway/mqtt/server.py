@@ -1,0 +1,66 @@
+"""The MQTT listeners: plain TCP and TLS, each feeding `MqttConnection` protocols."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from dataclasses import dataclass
+
+from gateway.mqtt.broker import Broker
+from gateway.mqtt.codec import Reason
+from gateway.mqtt.connection import ConnectionLimits, MqttConnection
+
+log = logging.getLogger("gateway.mqtt")
+
+
+@dataclass(slots=True)
+class Listener:
+    name: str  # "mqtt" or "mqtts", as shown in the start-up line
+    host: str
+    port: int
+    ssl_context: ssl.SSLContext | None = None
+
+
+class MqttServer:
+    def __init__(self, broker: Broker, limits: ConnectionLimits, listeners: list[Listener]) -> None:
+        self.broker = broker
+        self.limits = limits
+        self.listeners = listeners
+        self.connections: set[MqttConnection] = set()
+        self._servers: list[asyncio.Server] = []
+
+    async def start(self) -> list[tuple[str, str, int]]:
+        """Open every listener; returns (name, host, port) with the ports actually bound."""
+        loop = asyncio.get_running_loop()
+        bound = []
+        for listener in self.listeners:
+            try:
+                server = await loop.create_server(
+                    lambda: MqttConnection(self.broker, self.limits, self.connections),
+                    listener.host,
+                    listener.port,
+                    ssl=listener.ssl_context,
+                    reuse_address=True,
+                    backlog=1024,
+                )
+            except OSError as exc:
+                await self.stop()
+                raise OSError(
+                    exc.errno,
+                    f"cannot listen for {listener.name} on {listener.host}:{listener.port}: {exc.strerror}. "
+                    "Is another broker running there? Choose another port with --mqtt-port or the config file.",
+                ) from exc
+            self._servers.append(server)
+            host, port = server.sockets[0].getsockname()[:2]
+            bound.append((listener.name, host, port))
+        return bound
+
+    async def stop(self) -> None:
+        for server in self._servers:
+            server.close()
+        for connection in list(self.connections):
+            connection.close(Reason.SERVER_SHUTTING_DOWN, "the gateway is shutting down")
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
