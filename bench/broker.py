@@ -215,7 +215,7 @@ def free_port() -> int:
 
 
 def _die_with_parent() -> Callable[[], None]:
-    """A preexec_fn: the child gets SIGKILL if this process dies, even by SIGKILL."""
+    """A preexec_fn (or a call in the child): SIGKILL when the parent dies, even by SIGKILL."""
     prctl = ctypes.CDLL(None, use_errno=True).prctl
     pr_set_pdeathsig = 1
 
@@ -320,12 +320,14 @@ async def wait_accepting(broker: Broker, deadline: float) -> None:
 async def start_mosquitto(workdir: Path, brokers: list[Broker]) -> Broker:
     port = free_port()
     conf = workdir / "mosquitto.conf"
+    # As root, mosquitto would switch to user mosquitto, and that clears PR_SET_PDEATHSIG.
+    stay_root = "user root\n" if os.geteuid() == 0 else ""
     conf.write_text(
         f"listener {port} {HOST}\n"
         "allow_anonymous true\n"
         "persistence false\n"
         "# the default (1000) would drop QoS 0 and QoS 1 to a subscriber that falls behind\n"
-        "max_queued_messages 1000000\n"
+        f"max_queued_messages 1000000\n{stay_root}"
     )
     broker = spawn("mosquitto", [mosquitto_binary(), "-c", str(conf)], workdir, brokers)
     broker.port = port
@@ -848,6 +850,7 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.subscriber:
+        _die_with_parent()()
         asyncio.run(subscriber_main(json.loads(args.subscriber)))
         return 0
     raise_nofile_limit()

@@ -17,7 +17,8 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 from gateway.mqtt.broker import Broker, ClientInfo, PublishRejected
 from gateway.mqtt.codec import (
@@ -64,14 +65,29 @@ class ConnectionLimits:
     max_connections: int = 1024
 
 
+@dataclass(slots=True)
+class Listening:
+    """What every connection of one server shares."""
+
+    broker: Broker
+    limits: ConnectionLimits
+    connections: set[MqttConnection] = field(default_factory=set)
+    # Password hashing is deliberately slow and memory-hard (argon2): one worker thread keeps it off the event
+    # loop without letting a burst of CONNECTs use 19 MiB each at once.
+    password_checks: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="password-check")
+    )
+
+
 Finish = Callable[[BaseException | None], None]
 
 
 class MqttConnection(asyncio.Protocol):
-    def __init__(self, broker: Broker, limits: ConnectionLimits, connections: set[MqttConnection]) -> None:
-        self.broker = broker
-        self.limits = limits
-        self._connections = connections
+    def __init__(self, shared: Listening) -> None:
+        self.broker = shared.broker
+        self.limits = limits = shared.limits
+        self._shared = shared
+        self._connections = shared.connections
         self._reader = Reader(limits.max_packet_size)
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
@@ -190,6 +206,12 @@ class MqttConnection(asyncio.Protocol):
         log.warning("client %s (%s): %s; closing the connection", self.client_id or "-", self.peer, text)
         self.close(reason, text)
 
+    def shut_down(self) -> None:
+        """The gateway is stopping: tell the client, and keep its will (it did nothing wrong, and a restart
+        follows); its session, if persistent, is saved and resumes after the restart."""
+        self._will = None
+        self.close(Reason.SERVER_SHUTTING_DOWN, "the gateway is shutting down")
+
     def taken_over(self) -> None:
         """Another connection claimed this client id (§3.1.4): the session moves to it."""
         log.info("client %s (%s): session taken over by a new connection", self.client_id, self.peer)
@@ -296,7 +318,9 @@ class MqttConnection(asyncio.Protocol):
             self._connecting = True
             self.transport.pause_reading()  # type: ignore[union-attr]
             loop = asyncio.get_running_loop()
-            future = loop.run_in_executor(None, authorizer.authenticate, packet.username, packet.password)
+            future = loop.run_in_executor(
+                self._shared.password_checks, authorizer.authenticate, packet.username, packet.password
+            )
             future.add_done_callback(lambda f: self._connect_checked(packet, client_id, f))
             return None
         self._finish_connect(packet, client_id, authorizer.authenticate(packet.username, packet.password))
@@ -330,7 +354,7 @@ class MqttConnection(asyncio.Protocol):
             )
         will = packet.will
         if will is not None:
-            if not broker.authorizer.may_write(packet.username, client_id, will.topic):
+            if not self._may_publish(packet.username, client_id, will.topic):
                 return self._refuse(Reason.NOT_AUTHORIZED, f"the ACL does not allow a will on {will.topic!r}")
             if will.retain and not broker.settings.retain_available:
                 return self._refuse(Reason.RETAIN_NOT_SUPPORTED, "retained messages are turned off")
@@ -471,7 +495,7 @@ class MqttConnection(asyncio.Protocol):
                 # §4.3.3: a resent QoS 2 PUBLISH we already own is acknowledged again, not delivered again.
                 self._after(None, lambda _exc: self.send(PubRec(pid)))
                 return
-        if not broker.authorizer.may_write(session.username, session.client_id, topic):
+        if not self._may_publish(session.username, session.client_id, topic):
             log.info("client %s: publish to %r denied by the ACL", session.client_id, topic)
             broker.stats.publish_rejected += 1
             denied = PublishRejected("the ACL does not allow publishing here", Reason.NOT_AUTHORIZED)
@@ -491,6 +515,10 @@ class MqttConnection(asyncio.Protocol):
                 self.write(encode(PubAck(pid), self.version))
             elif qos == 2:
                 self.write(encode(PubRec(pid), self.version))
+
+    def _may_publish(self, username: str | None, client_id: str, topic: str) -> bool:
+        # $SYS belongs to the broker: a client publishing there could fake the statistics others rely on.
+        return not topic.startswith("$SYS") and self.broker.authorizer.may_write(username, client_id, topic)
 
     def _after(self, future: asyncio.Future[None] | None, finish: Finish) -> None:
         """Run `finish` once `future` is done and everything received before it is finished."""

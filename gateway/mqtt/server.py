@@ -8,8 +8,7 @@ import ssl
 from dataclasses import dataclass
 
 from gateway.mqtt.broker import Broker
-from gateway.mqtt.codec import Reason
-from gateway.mqtt.connection import ConnectionLimits, MqttConnection
+from gateway.mqtt.connection import ConnectionLimits, Listening, MqttConnection
 
 log = logging.getLogger("gateway.mqtt")
 
@@ -25,9 +24,8 @@ class Listener:
 class MqttServer:
     def __init__(self, broker: Broker, limits: ConnectionLimits, listeners: list[Listener]) -> None:
         self.broker = broker
-        self.limits = limits
         self.listeners = listeners
-        self.connections: set[MqttConnection] = set()
+        self._shared = Listening(broker, limits)
         self._servers: list[asyncio.Server] = []
 
     async def start(self) -> list[tuple[str, str, int]]:
@@ -37,7 +35,7 @@ class MqttServer:
         for listener in self.listeners:
             try:
                 server = await loop.create_server(
-                    lambda: MqttConnection(self.broker, self.limits, self.connections),
+                    lambda: MqttConnection(self._shared),
                     listener.host,
                     listener.port,
                     ssl=listener.ssl_context,
@@ -59,8 +57,13 @@ class MqttServer:
     async def stop(self) -> None:
         for server in self._servers:
             server.close()
-        for connection in list(self.connections):
-            connection.close(Reason.SERVER_SHUTTING_DOWN, "the gateway is shutting down")
+        for connection in list(self._shared.connections):
+            connection.shut_down()
         for server in self._servers:
             await server.wait_closed()
         self._servers.clear()
+        self._shared.password_checks.shutdown(wait=True, cancel_futures=True)
+
+    @property
+    def connections(self) -> set[MqttConnection]:
+        return self._shared.connections

@@ -6,7 +6,6 @@ few topics over and over while subscriptions change rarely.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -170,15 +169,3 @@ class SubscriptionTree(Generic[T]):
         if node.groups:
             plain = "/".join(path)
             out.groups.extend(((group, plain), members) for group, members in node.groups.items())
-
-    def subscriptions_of(self, client_id: str) -> Iterator[tuple[str, T]]:
-        """Every (filter, value) that `client_id` holds; walks the whole tree, so not for hot paths."""
-        stack: list[tuple[_Node[T], list[str]]] = [(self._root, [])]
-        while stack:
-            node, path = stack.pop()
-            if client_id in node.subscribers:
-                yield "/".join(path), node.subscribers[client_id]
-            for group, members in node.groups.items():
-                if client_id in members:
-                    yield f"{SHARE_PREFIX}{group}/{'/'.join(path)}", members[client_id]
-            stack.extend((child, [*path, level]) for level, child in node.children.items())

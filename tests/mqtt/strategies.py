@@ -61,7 +61,7 @@ packet_ids = st.integers(1, 0xFFFF)
 
 # Any code point but U+0000 and the surrogates (§1.5.4 [MQTT-1.5.4-1], [MQTT-1.5.4-2]). A short alphabet of the
 # characters that matter to MQTT ('/', '+', '#', '$', multi-byte ones) is mixed in so that they show up often.
-_MQTT_CHARS = st.characters(exclude_categories=("Cs",), exclude_characters="\x00")
+_MQTT_CHARS = st.characters(codec="utf-8", exclude_characters="\x00")  # utf-8 leaves out the surrogates
 _INTERESTING = st.sampled_from(["/", "+", "#", "$", "a", "é", "€", "\U0001f600", "\ufeff", "\x7f", " "])
 mqtt_chars = st.one_of(_INTERESTING, _MQTT_CHARS)
 mqtt_text = st.text(mqtt_chars, max_size=12)
@@ -193,9 +193,7 @@ ALLOWED_PROPERTIES: dict[int, frozenset[int]] = {
     _P.DISCONNECT: frozenset(
         {Prop.SESSION_EXPIRY_INTERVAL, Prop.SERVER_REFERENCE, Prop.REASON_STRING, Prop.USER_PROPERTY}
     ),
-    _P.AUTH: frozenset(
-        {Prop.AUTHENTICATION_METHOD, Prop.AUTHENTICATION_DATA, Prop.REASON_STRING, Prop.USER_PROPERTY}
-    ),
+    _P.AUTH: frozenset({Prop.AUTHENTICATION_METHOD, Prop.AUTHENTICATION_DATA, Prop.REASON_STRING, Prop.USER_PROPERTY}),
 }
 
 
