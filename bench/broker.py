@@ -56,7 +56,7 @@ KEEPALIVE_S = 300  # longer than any run: no PINGREQ needed, and not the edge ca
 SUBSCRIBER_IDLE_S = 5.0  # the subscriber gives up this long after its last message
 START_TIMEOUT_S = 20.0
 SETTLE_S = 1.0
-GATEWAY_ARGS = ("-m", "gateway", "serve", "--bind", HOST, "--mqtt-port", "0", "--http-port", "0")
+GATEWAY_ARGS = ("-m", "gateway", "serve", "--bind", HOST, "--mqtt-port", "0")
 LISTENING_RE = re.compile(r"listening\b.*?\bmqtt=(?P<host>\[[^\]]*\]|[^\s:]+):(?P<port>\d+)")
 
 TARGET_QOS0_MSGS = 40_000
@@ -634,12 +634,15 @@ class Row:
     target: str = ""
     meets: Callable[[float], bool] | None = None
     ratio: bool = True
+    lossy: set[str] = field(default_factory=set)  # brokers whose run lost messages
 
 
-def fmt_cell(row: Row, value: Cell) -> str:
+def fmt_cell(row: Row, name: str) -> str:
+    value = row.values.get(name)
     if value is None:
         return "-"
-    return value if isinstance(value, str) else row.fmt.format(value)
+    text = value if isinstance(value, str) else row.fmt.format(value)
+    return f"{text} (lossy)" if name in row.lossy else text
 
 
 def fmt_ratio(row: Row) -> str:
@@ -653,6 +656,8 @@ def fmt_target(row: Row) -> str:
     ours = row.values.get("gateway")
     if not row.target or row.meets is None or not isinstance(ours, float):
         return row.target
+    if "gateway" in row.lossy:
+        return f"{row.target}  MISSED (lost messages)"
     return f"{row.target}  {'ok' if row.meets(ours) else 'MISSED'}"
 
 
@@ -661,8 +666,8 @@ def render(header: str, rows: list[Row]) -> str:
     cells = [
         [
             r.figure,
-            fmt_cell(r, r.values.get("gateway")),
-            fmt_cell(r, r.values.get("mosquitto")),
+            fmt_cell(r, "gateway"),
+            fmt_cell(r, "mosquitto"),
             fmt_ratio(r),
             fmt_target(r),
         ]
@@ -703,6 +708,8 @@ def scenario_rows(scenario: Scenario, results: dict[str, list[RunResult] | str])
             continue
         median = sorted(runs, key=lambda r: r.rate)[len(runs) // 2]
         rows[0].values[name] = median.rate
+        if median.delivered < median.sent:
+            rows[0].lossy.add(name)
         rows[1].values[name] = f"{sum(r.delivered for r in runs):,}/{sum(r.sent for r in runs):,}"
         rows[2].values[name] = median.cpu_us_per_msg
         busy = max(median.seconds, 1e-9)
@@ -734,7 +741,7 @@ def memory_rows(idle: dict[str, int], loaded: dict[str, tuple[int, int] | str], 
         loaded_row.values[name] = rss / 1024 if connected == n else f"{rss / 1024:.1f} ({connected:,} conns)"
         if connected and name in idle:
             per_conn.values[name] = (rss - idle[name]) / connected
-    return [idle_row, loaded_row, per_conn]
+    return [idle_row, loaded_row, per_conn] if loaded else [idle_row]
 
 
 # --------------------------------------------------------------------------------------------------

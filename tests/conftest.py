@@ -96,8 +96,9 @@ class Gateway:
 def gateway_factory(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
     started: list[Gateway] = []
 
-    def make(config_text: str | None = None, *, extra_args: tuple[str, ...] = (), start: bool = True,
-             name: str = "data") -> Gateway:
+    def make(
+        config_text: str | None = None, *, extra_args: tuple[str, ...] = (), start: bool = True, name: str = "data"
+    ) -> Gateway:
         config = None
         if config_text is not None:
             config = tmp_path / f"{name}.toml"
@@ -123,10 +124,21 @@ def gateway(gateway_factory: Callable[..., Gateway]) -> Gateway:
 class Client:
     """A paho client running its network loop in a thread, with received messages in a queue."""
 
-    def __init__(self, port: int, client_id: str = "", *, v5: bool = False, clean: bool = True,
-                 keepalive: int = 60, username: str | None = None, password: str | None = None,
-                 will: tuple[str, bytes, int, bool] | None = None, connect_properties: Properties | None = None,
-                 will_properties: Properties | None = None, connect: bool = True) -> None:
+    def __init__(
+        self,
+        port: int,
+        client_id: str = "",
+        *,
+        v5: bool = False,
+        clean: bool = True,
+        keepalive: int = 60,
+        username: str | None = None,
+        password: str | None = None,
+        will: tuple[str, bytes, int, bool] | None = None,
+        connect_properties: Properties | None = None,
+        will_properties: Properties | None = None,
+        connect: bool = True,
+    ) -> None:
         protocol = paho.MQTTv5 if v5 else paho.MQTTv311
         kwargs: dict[str, Any] = {"protocol": protocol, "client_id": client_id}
         if not v5:
@@ -171,8 +183,15 @@ class Client:
             if got_mid == mid:
                 return codes
 
-    def publish(self, topic: str, payload: bytes | str, qos: int = 0, retain: bool = False,
-                wait: bool = True, properties: Properties | None = None) -> paho.MQTTMessageInfo:
+    def publish(
+        self,
+        topic: str,
+        payload: bytes | str,
+        qos: int = 0,
+        retain: bool = False,
+        wait: bool = True,
+        properties: Properties | None = None,
+    ) -> paho.MQTTMessageInfo:
         info = self.paho.publish(topic, payload, qos, retain, properties)
         if wait:
             info.wait_for_publish(10)

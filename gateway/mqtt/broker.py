@@ -112,6 +112,8 @@ class Broker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
         self._flush_scheduled = False
+        if state is not None:
+            state.on_dirty = self._schedule_flush
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
 
@@ -221,7 +223,6 @@ class Broker:
             del self.sessions[session.client_id]
         if self.state is not None:
             self.state.delete_session(session.client_id)
-            self._schedule_flush()
         pending = self._pending_wills.pop(session.client_id, None)
         if pending is not None:
             # §3.1.3.2.2: the will is sent when the session ends, if its delay has not passed yet.
@@ -239,14 +240,15 @@ class Broker:
                     session.username,
                 )
             )
-            self._schedule_flush()
 
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush_state)
+            asyncio.get_running_loop().call_soon(self.flush_state)
 
-    def _flush_state(self) -> None:
+    def flush_state(self) -> None:
+        """Write what sessions and retained messages gathered; connections call it before sending any
+        acknowledgement, so that nothing the broker acknowledged is only in memory."""
         self._flush_scheduled = False
         if self.state is not None:
             self.state.flush()
@@ -403,12 +405,10 @@ class Broker:
         self.retained[topic] = message
         if self.state is not None and not topic.startswith(SYS_PREFIX):
             self.state.put_retained(message)
-            self._schedule_flush()
 
     def _delete_retained(self, topic: str) -> None:
         if self.retained.pop(topic, None) is not None and self.state is not None:
             self.state.delete_retained(topic)
-            self._schedule_flush()
 
     # -- housekeeping -------------------------------------------------------------------------------------------
 

@@ -522,6 +522,8 @@ def _decode_connect(buf: Buffer, pos: int, end: int) -> Connect:
             will_props, pos = _properties(buf, pos, end, _WILL)
         will_topic, pos = _utf8(buf, pos, end)
         _check_topic_name(will_topic)
+        if not will_topic:
+            raise MalformedPacket("empty will topic (§4.7.3)", Reason.TOPIC_NAME_INVALID)
         will_payload, pos = _binary(buf, pos, end)
         will = Will(will_topic, will_payload, will_qos, will_retain, will_props)
     elif will_qos or will_retain:
@@ -655,6 +657,8 @@ class Reader:
             return self._decode_subscribe(buf, pos, end, v5)
         if kind == _P.UNSUBSCRIBE:
             packet_id, pos = _u16(buf, pos, end)
+            if not packet_id:
+                raise MalformedPacket("UNSUBSCRIBE with packet identifier 0 (§2.2.1)", Reason.PROTOCOL_ERROR)
             props = {}
             if v5:
                 props, pos = _properties(buf, pos, end, kind)
@@ -720,8 +724,13 @@ class Reader:
             options, pos = _u8(buf, pos, end)
             qos = options & 0x03
             retain_handling = (options >> 4) & 0x03
-            if qos == 3 or retain_handling == 3 or options & (0xC0 if v5 else 0xFC):
-                raise MalformedPacket(f"invalid subscription options 0x{options:02X} (§3.8.3.1)")
+            if options & (0xC0 if v5 else 0xFC):
+                raise MalformedPacket(f"reserved bits set in subscription options 0x{options:02X} (§3.8.3.1)")
+            if qos == 3 or retain_handling == 3:
+                raise MalformedPacket(
+                    f"QoS or Retain Handling of 3 in subscription options 0x{options:02X} (§3.8.3.1)",
+                    Reason.PROTOCOL_ERROR if v5 else Reason.MALFORMED_PACKET,
+                )
             subscriptions.append(
                 Subscription(topic_filter, qos, bool(options & 0x04), bool(options & 0x08), retain_handling)
             )

@@ -126,6 +126,7 @@ class MqttConnection(asyncio.Protocol):
         self._out.append(data)
 
     def _flush(self) -> None:
+        self.broker.flush_state()
         if self._out and self.transport is not None and not self._closed:
             data = b"".join(self._out)
             self.broker.stats.bytes_sent += len(data)
@@ -154,7 +155,8 @@ class MqttConnection(asyncio.Protocol):
         except UnsupportedProtocol as exc:
             self._handle_all(exc.packets)
             # §3.1.2.2: answer an unsupported protocol level with CONNACK 0x01 (3.1.1) / 0x84, then close.
-            self.write(encode(ConnAck(Reason.UNSUPPORTED_PROTOCOL_VERSION), 5 if exc.level >= 5 else 4))
+            # The 3.1.1 form (return code 0x01) is understood by clients of every level (MQTT 5 §3.1.2.2).
+            self.write(encode(ConnAck(Reason.UNSUPPORTED_PROTOCOL_VERSION), 4))
             self._protocol_error(str(exc), None)
             return
         except MalformedPacket as exc:
@@ -200,6 +202,12 @@ class MqttConnection(asyncio.Protocol):
         self._flush()
         self._closed = True
         self.transport.close()
+
+    def abort(self) -> None:
+        """Close at once, dropping unsent data (a peer that does not read during shutdown)."""
+        if self.transport is not None:
+            self._closed = True
+            self.transport.abort()
 
     def _protocol_error(self, text: str, reason: int | None) -> None:
         self.broker.stats.protocol_errors += 1

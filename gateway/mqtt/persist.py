@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,7 +59,9 @@ def _options() -> Options:
 def encode_message(message: Message) -> bytes:
     """A message as an MQTT 5 PUBLISH packet, preceded by its expiry time."""
     expiry = _EXPIRY.pack(message.expires_at is not None, message.expires_at or 0.0)
-    packet = Publish(message.topic, message.payload, message.qos, message.retain, False, None, message.properties)
+    # The packet identifier slot of a QoS 1/2 PUBLISH is filled with 1: the stored copy has none of its own.
+    packet_id = 1 if message.qos else None
+    packet = Publish(message.topic, message.payload, message.qos, message.retain, False, packet_id, message.properties)
     return expiry + encode_publish(packet, MQTT_5)
 
 
@@ -69,7 +71,6 @@ def decode_message(data: bytes) -> Message:
     if len(packets) != 1 or not isinstance(packets[0], Publish):
         raise MalformedPacket("stored message is not one PUBLISH packet")
     packet = packets[0]
-    # A stored message carries its QoS in the PUBLISH only as a flag; the packet id slot is left empty.
     return Message(
         packet.topic, packet.payload, packet.qos, packet.retain, packet.properties, expires_at if has_expiry else None
     )
@@ -95,6 +96,9 @@ class BrokerState:
             ) from exc
         self._batch = WriteBatch(raw_mode=True)
         self._pending = 0
+        self._closed = False
+        # Called when the first write is gathered after a flush, so that the owner schedules the next flush.
+        self.on_dirty: Callable[[], None] = lambda: None
 
     # -- writes, gathered until flush() ----------------------------------------------------------------------
 
@@ -115,7 +119,7 @@ class BrokerState:
         self._batch.delete(_session_key(client_id))
         prefix = _delivery_prefix(client_id)
         self._batch.delete_range(prefix, prefix[:-1] + b"\x01")
-        self._pending += 1
+        self._gathered()
 
     def put_delivery(self, client_id: str, delivery: Delivery) -> None:
         head = _DELIVERY_HEAD.pack(
@@ -130,25 +134,30 @@ class BrokerState:
 
     def delete_delivery(self, client_id: str, seq: int) -> None:
         self._batch.delete(_delivery_prefix(client_id) + _SEQ.pack(seq))
-        self._pending += 1
+        self._gathered()
 
     def put_retained(self, message: Message) -> None:
         self._put(b"r" + message.topic.encode(), encode_message(message))
 
     def delete_retained(self, topic: str) -> None:
         self._batch.delete(b"r" + topic.encode())
-        self._pending += 1
+        self._gathered()
 
     def _put(self, key: bytes, value: bytes) -> None:
         self._batch.put(key, value)
+        self._gathered()
+
+    def _gathered(self) -> None:
         self._pending += 1
+        if self._pending == 1:
+            self.on_dirty()
 
     @property
     def dirty(self) -> bool:
         return self._pending > 0
 
     def flush(self) -> None:
-        if self._pending:
+        if self._pending and not self._closed:
             self._db.write(self._batch)
             self._batch = WriteBatch(raw_mode=True)
             self._pending = 0
@@ -157,6 +166,7 @@ class BrokerState:
         self.flush()
         self._db.flush_wal(True)
         self._db.close()
+        self._closed = True
 
     # -- reads, at start-up ------------------------------------------------------------------------------------
 

@@ -59,6 +59,12 @@ class MqttServer:
             server.close()
         for connection in list(self._shared.connections):
             connection.shut_down()
+        # Let every connection finish (its session saved, its socket flushed) before the broker stops.
+        deadline = asyncio.get_running_loop().time() + 2.0
+        while self._shared.connections and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        for connection in list(self._shared.connections):
+            connection.abort()
         for server in self._servers:
             await server.wait_closed()
         self._servers.clear()

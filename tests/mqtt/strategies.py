@@ -68,9 +68,11 @@ mqtt_text = st.text(mqtt_chars, max_size=12)
 nonempty_text = st.text(mqtt_chars, min_size=1, max_size=12)
 binary = st.binary(max_size=16)
 
-_TOPIC_CHARS = st.one_of(st.sampled_from(["/", "$", "a", "b", "é", "\U0001f600"]), _MQTT_CHARS).filter(
-    lambda c: c not in "+#"
+_TOPIC_CHARS = st.one_of(
+    st.sampled_from(["/", "$", "a", "b", "é", "\U0001f600"]),
+    st.characters(codec="utf-8", exclude_characters="\x00+#"),
 )
+_LEVEL_CHARS = st.one_of(st.sampled_from(["$", "a", "é"]), st.characters(codec="utf-8", exclude_characters="\x00+#/"))
 topic_names = st.text(_TOPIC_CHARS, min_size=1, max_size=12)
 """A PUBLISH / will Topic Name: non-empty, no '+' or '#' (§3.3.2.1, §4.7.1, [MQTT-4.7.3-1])."""
 
@@ -78,7 +80,7 @@ topic_names = st.text(_TOPIC_CHARS, min_size=1, max_size=12)
 @st.composite
 def topic_filters(draw: st.DrawFn) -> str:
     """A valid Topic Filter (§4.7.1): levels that are text, '+' alone, or a final '#'; sometimes shared."""
-    levels = draw(st.lists(st.one_of(st.just("+"), st.text(_TOPIC_CHARS.filter(lambda c: c != "/"))), max_size=4))
+    levels = draw(st.lists(st.one_of(st.just("+"), st.text(_LEVEL_CHARS, max_size=6)), max_size=4))
     if draw(st.booleans()) or not levels:
         levels.append("#")
     result = "/".join(levels) or "#"  # [MQTT-4.7.3-1]: at least one character
@@ -408,3 +410,82 @@ def packets(version: int) -> st.SearchStrategy[Packet]:
 def streams(draw: st.DrawFn, version: int, max_size: int = 8) -> list[Packet]:
     """A connection's worth of packets: a CONNECT of `version` first, then anything else but CONNECT."""
     return [draw(connects(version)), *draw(st.lists(non_connect_packets(version), max_size=max_size))]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A fixed corpus: one packet of every type with every field and property it may carry, for seeding mutations
+
+
+def _full_properties(packet_type: int) -> Properties:
+    """Every property §2.2.2.2 allows in `packet_type`, each with a valid non-default value."""
+    values: dict[int, Any] = {
+        Prop.PAYLOAD_FORMAT_INDICATOR: 1,
+        Prop.MESSAGE_EXPIRY_INTERVAL: 3600,
+        Prop.CONTENT_TYPE: "text/plain",
+        Prop.RESPONSE_TOPIC: "reply/é",
+        Prop.CORRELATION_DATA: b"\x00\x01",
+        Prop.SUBSCRIPTION_IDENTIFIER: [268_435_455] if packet_type == _P.SUBSCRIBE else [1, 128, 16_384],
+        Prop.SESSION_EXPIRY_INTERVAL: 0xFFFF_FFFF,
+        Prop.ASSIGNED_CLIENT_IDENTIFIER: "auto-1",
+        Prop.SERVER_KEEP_ALIVE: 120,
+        Prop.AUTHENTICATION_METHOD: "SCRAM-SHA-256",
+        Prop.AUTHENTICATION_DATA: b"\xde\xad",
+        Prop.REQUEST_PROBLEM_INFORMATION: 0,
+        Prop.WILL_DELAY_INTERVAL: 10,
+        Prop.REQUEST_RESPONSE_INFORMATION: 1,
+        Prop.RESPONSE_INFORMATION: "resp/",
+        Prop.SERVER_REFERENCE: "other:1883",
+        Prop.REASON_STRING: "because",
+        Prop.RECEIVE_MAXIMUM: 20,
+        Prop.TOPIC_ALIAS_MAXIMUM: 10,
+        Prop.TOPIC_ALIAS: 3,
+        Prop.MAXIMUM_QOS: 1,
+        Prop.RETAIN_AVAILABLE: 0,
+        Prop.USER_PROPERTY: [("k", "v"), ("k", "w"), ("", "")],
+        Prop.MAXIMUM_PACKET_SIZE: 65_536,
+        Prop.WILDCARD_SUBSCRIPTION_AVAILABLE: 1,
+        Prop.SUBSCRIPTION_IDENTIFIER_AVAILABLE: 0,
+        Prop.SHARED_SUBSCRIPTION_AVAILABLE: 1,
+    }
+    return {ident: values[ident] for ident in sorted(ALLOWED_PROPERTIES[packet_type])}
+
+
+def sample_packets(version: int) -> list[Packet]:
+    """A deterministic list of valid packets for `version`, CONNECT first, covering every type and field."""
+    v5 = version == MQTT_5
+
+    def full(packet_type: int) -> Properties:
+        return _full_properties(packet_type) if v5 else {}
+
+    will = Will("will/topic", b"bye", 1, True, full(WILL_PROPERTIES))
+    result: list[Packet] = [
+        Connect("client-é", version, False, 30, "user", b"pw\x00", will, full(_P.CONNECT)),
+        ConnAck(0, True, full(_P.CONNACK)),
+        ConnAck(0x86 if v5 else 0x87),
+        Publish("a/b/€", b"payload", 2, True, True, 0xFFFF, full(_P.PUBLISH)),
+        Publish("t", b"", 1, False, False, 1),
+        Publish("x", b"\x00" * 130),
+    ]
+    if v5:
+        result.append(Publish("", b"aliased", 0, properties={Prop.TOPIC_ALIAS: 3}))
+    for cls, packet_type, reason in (
+        (PubAck, _P.PUBACK, 0x10),
+        (PubRec, _P.PUBREC, 0x80),
+        (PubRel, _P.PUBREL, 0x92),
+        (PubComp, _P.PUBCOMP, 0x92),
+    ):
+        result.append(cls(7, reason, full(packet_type)) if v5 else cls(7))
+        result.append(cls(8))
+    subscriptions = [Subscription("a/+/c", 2, v5, v5, 2 if v5 else 0), Subscription("#", 1), Subscription("$share/g/x")]
+    result += [
+        Subscribe(9, subscriptions, full(_P.SUBSCRIBE)),
+        SubAck(9, [2, 1, 0x80], full(_P.SUBACK)),
+        Unsubscribe(10, ["a/+/c", "#"], full(_P.UNSUBSCRIBE)),
+        UnsubAck(10, [0, 0x11] if v5 else [], full(_P.UNSUBACK)),
+        PingReq(),
+        PingResp(),
+        Disconnect(0x04 if v5 else 0, full(_P.DISCONNECT)),
+    ]
+    if v5:
+        result += [Auth(0x18, full(_P.AUTH)), Auth()]
+    return result

@@ -12,7 +12,9 @@ def test_logs_listening_line_and_routes_mosquitto_pub_to_paho(gateway: Gateway, 
     assert sub.subscribe("sensors/#", 1) == [1]
     subprocess.run(
         ["mosquitto_pub", "-p", str(gateway.mqtt_port), "-t", "sensors/kitchen/temp", "-m", "21.5", "-q", "1"],
-        check=True, timeout=10, env=mosquitto_env(),
+        check=True,
+        timeout=10,
+        env=mosquitto_env(),
     )
     message = sub.expect()
     assert (message.topic, message.payload, message.qos) == ("sensors/kitchen/temp", b"21.5", 1)
@@ -26,7 +28,13 @@ def test_sigterm_stops_cleanly(gateway: Gateway) -> None:
 def test_bad_config_key_is_refused_with_file_key_and_reason(tmp_path) -> None:
     config = tmp_path / "bad.toml"
     config.write_text("[mqtt]\nportt = 1883\n")
-    result = subprocess.run([sys.executable, "-m", "gateway", "serve", "--config", str(config)], cwd=REPO,
-                            capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--config", str(config)],
+        cwd=REPO,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 2
     assert str(config) in result.stderr and "'portt'" in result.stderr and "[mqtt]" in result.stderr
