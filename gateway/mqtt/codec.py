@@ -545,6 +545,12 @@ def _expect_end(pos: int, end: int) -> None:
         raise MalformedPacket(f"{end - pos} unexpected bytes at the end of the packet")
 
 
+# Plain ints for the decoder's dispatch: comparing with enum members costs an attribute lookup each time.
+_PUBLISH = int(_P.PUBLISH)
+_ACKS = frozenset({int(_P.PUBACK), int(_P.PUBREC), int(_P.PUBREL), int(_P.PUBCOMP)})
+_FLAGS_0010 = frozenset({int(_P.PUBREL), int(_P.SUBSCRIBE), int(_P.UNSUBSCRIBE)})
+
+
 class Reader:
     """Incremental decoder of one connection's byte stream.
 
@@ -612,7 +618,7 @@ class Reader:
         kind = first >> 4
         flags = first & 0x0F
         v5 = self.version == MQTT_5
-        if kind == _P.PUBLISH:
+        if kind == _PUBLISH:
             qos = (flags >> 1) & 0x03
             if qos == 3:
                 raise MalformedPacket("PUBLISH with QoS 3 (§3.3.1.2)")
@@ -634,10 +640,10 @@ class Reader:
             elif not topic:
                 raise MalformedPacket("PUBLISH with an empty topic (3.1.1 §4.7.3)", Reason.TOPIC_NAME_INVALID)
             return Publish(topic, bytes(buf[pos:end]), qos, bool(flags & 0x01), dup, packet_id, props)
-        expected_flags = 0x02 if kind in (_P.PUBREL, _P.SUBSCRIBE, _P.UNSUBSCRIBE) else 0
+        expected_flags = 0x02 if kind in _FLAGS_0010 else 0
         if kind and flags != expected_flags:
             raise MalformedPacket(f"reserved flags 0x{flags:X} in a packet of type {kind} (§2.1.3)")
-        if kind in (_P.PUBACK, _P.PUBREC, _P.PUBREL, _P.PUBCOMP):
+        if kind in _ACKS:
             packet_id, pos = _u16(buf, pos, end)
             reason = 0
             props = {}
@@ -803,14 +809,44 @@ def _frame(first: int, body: bytes) -> bytes:
 
 
 def encode_publish(packet: Publish, version: int) -> bytes:
-    """The hot path of delivery, kept flat."""
-    body = _enc_utf8(packet.topic)
-    if packet.qos:
-        body += _U16.pack(packet.packet_id or 0)
+    return publish_bytes(
+        packet.topic,
+        packet.payload,
+        packet.qos,
+        packet.retain,
+        packet.dup,
+        packet.packet_id or 0,
+        packet.properties,
+        version,
+    )
+
+
+def publish_bytes(
+    topic: str, payload: bytes, qos: int, retain: bool, dup: bool, packet_id: int, props: Properties, version: int
+) -> bytes:
+    """A PUBLISH packet from its fields: the hot path of delivery, kept flat and free of temporary objects."""
+    raw_topic = topic.encode()
+    if len(raw_topic) > 0xFFFF:
+        raise ValueError("a topic name holds at most 65,535 bytes")
+    body = _U16.pack(len(raw_topic)) + raw_topic
+    if qos:
+        body += _U16.pack(packet_id)
     if version == MQTT_5:
-        body += encode_properties(packet.properties) if packet.properties else b"\x00"
-    first = 0x30 | (packet.qos << 1) | (0x08 if packet.dup else 0) | (0x01 if packet.retain else 0)
-    return bytes((first,)) + encode_varint(len(body) + len(packet.payload)) + body + packet.payload
+        body += encode_properties(props) if props else b"\x00"
+    first = 0x30 | (qos << 1) | (0x08 if dup else 0) | (0x01 if retain else 0)
+    length = len(body) + len(payload)
+    if length < 128:
+        return bytes((first, length)) + body + payload
+    return bytes((first,)) + encode_varint(length) + body + payload
+
+
+_ACK = struct.Struct(">BBH")
+
+
+def ack_bytes(first: int, packet_id: int) -> bytes:
+    """A successful PUBACK (0x40), PUBREC (0x50), PUBREL (0x62) or PUBCOMP (0x70) without properties: the same
+    four bytes in 3.1.1 and 5 (§3.4.2.1)."""
+    return _ACK.pack(first, 2, packet_id)
 
 
 def encode(packet: Packet, version: int) -> bytes:

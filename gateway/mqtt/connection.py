@@ -44,6 +44,7 @@ from gateway.mqtt.codec import (
     UnsubAck,
     Unsubscribe,
     UnsupportedProtocol,
+    ack_bytes,
     encode,
 )
 from gateway.mqtt.session import NEVER_EXPIRES, Message, Session
@@ -519,14 +520,15 @@ class MqttConnection(asyncio.Protocol):
             self._after(None, lambda _exc: self._finish_publish(message, qos, pid, None))
         else:
             broker.route(message)
-            if qos == 1:
-                self.write(encode(PubAck(pid), self.version))
-            elif qos == 2:
-                self.write(encode(PubRec(pid), self.version))
+            if qos:
+                self.write(ack_bytes(0x40 if qos == 1 else 0x50, pid))
 
     def _may_publish(self, username: str | None, client_id: str, topic: str) -> bool:
         # $SYS belongs to the broker: a client publishing there could fake the statistics others rely on.
-        return not topic.startswith("$SYS") and self.broker.authorizer.may_write(username, client_id, topic)
+        if topic.startswith("$SYS"):
+            return False
+        authorizer = self.broker.authorizer
+        return authorizer.acl is None or authorizer.may_write(username, client_id, topic)
 
     def _after(self, future: asyncio.Future[None] | None, finish: Finish) -> None:
         """Run `finish` once `future` is done and everything received before it is finished."""

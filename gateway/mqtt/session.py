@@ -13,7 +13,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from gateway.mqtt.codec import MQTT_5, Prop, Properties, Publish, PubRel, encode, encode_publish
+from gateway.mqtt.codec import MQTT_5, Prop, Properties, ack_bytes, publish_bytes
 
 NEVER_EXPIRES = 0xFFFFFFFF
 
@@ -195,7 +195,7 @@ class Session:
             return
         for delivery in list(self.inflight.values()):
             if delivery.released:
-                conn.write(encode(PubRel(delivery.packet_id), conn.version))
+                conn.write(ack_bytes(0x62, delivery.packet_id))
             else:
                 self._send(conn, delivery, dup=True)
         self.pump()
@@ -219,9 +219,8 @@ class Session:
                 props = {**props, Prop.MESSAGE_EXPIRY_INTERVAL: max(1, round(remaining))}
         if delivery.identifiers and conn.version == MQTT_5:
             props = {**props, Prop.SUBSCRIPTION_IDENTIFIER: delivery.identifiers}
-        data = encode_publish(
-            Publish(message.topic, message.payload, delivery.qos, delivery.retain, dup, delivery.packet_id, props),
-            conn.version,
+        data = publish_bytes(
+            message.topic, message.payload, delivery.qos, delivery.retain, dup, delivery.packet_id, props, conn.version
         )
         if len(data) > conn.max_packet_size:
             # §3.1.2.11.4: a message larger than the client accepts is discarded as if delivered.
