@@ -338,7 +338,11 @@ async def start_mosquitto(workdir: Path, brokers: list[Broker]) -> Broker:
 def gateway_command(override: str | None, data_dir: Path) -> list[str]:
     if override:
         return shlex.split(override)
-    return [sys.executable, *GATEWAY_ARGS, "--data-dir", str(data_dir)]
+    # The same queue bound as the mosquitto configuration above, so that both brokers are measured on routing,
+    # not on how early they give up on a subscriber that falls behind.
+    config = data_dir.parent / "gateway.toml"
+    config.write_text("[mqtt]\nmax_queued_messages = 1000000\n")
+    return [sys.executable, *GATEWAY_ARGS, "--data-dir", str(data_dir), "--config", str(config)]
 
 
 async def start_gateway(workdir: Path, override: str | None, brokers: list[Broker]) -> Broker:

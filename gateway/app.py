@@ -8,7 +8,7 @@ import signal
 import ssl
 
 from gateway import __version__
-from gateway.config import Config
+from gateway.config import Config, ConfigError
 from gateway.mqtt.auth import AclFile, Authorizer, PasswordFile
 from gateway.mqtt.broker import Broker, BrokerSettings
 from gateway.mqtt.connection import ConnectionLimits
@@ -30,13 +30,32 @@ def build_listeners(config: Config) -> list[Listener]:
     bind = config.gateway.bind
     listeners = [Listener("mqtt", bind, mqtt.port)]
     if mqtt.tls:
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(config.resolve(mqtt.certfile), config.resolve(mqtt.keyfile))
-        if mqtt.cafile:
-            context.load_verify_locations(config.resolve(mqtt.cafile))
-            context.verify_mode = ssl.CERT_REQUIRED if mqtt.require_certificate else ssl.CERT_OPTIONAL
-        listeners.append(Listener("mqtts", bind, mqtt.tls_port, context))
+        listeners.append(Listener("mqtts", bind, mqtt.tls_port, tls_context(config)))
     return listeners
+
+
+def tls_context(config: Config) -> ssl.SSLContext:
+    mqtt = config.mqtt
+    certfile, keyfile = config.resolve(mqtt.certfile), config.resolve(mqtt.keyfile)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(certfile, keyfile)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"{config.source}: [mqtt] certfile {str(certfile)!r} / keyfile {str(keyfile)!r}: cannot load them "
+            f"({exc.strerror or exc}); give a PEM certificate chain and its PEM private key"
+        ) from None
+    if mqtt.cafile:
+        cafile = config.resolve(mqtt.cafile)
+        try:
+            context.load_verify_locations(cafile)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"{config.source}: [mqtt] cafile {str(cafile)!r}: cannot load it ({exc.strerror or exc}); "
+                "give PEM CA certificates"
+            ) from None
+        context.verify_mode = ssl.CERT_REQUIRED if mqtt.require_certificate else ssl.CERT_OPTIONAL
+    return context
 
 
 class Gateway:

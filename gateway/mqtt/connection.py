@@ -106,7 +106,9 @@ class MqttConnection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._aliases: dict[int, str] = {}
         self._ordered: deque[tuple[asyncio.Future[None] | None, Finish]] = deque()
-        self._held: list[Packet] = []  # packets that arrived while the CONNECT was being checked
+        # Packets decoded but not yet handled: while the CONNECT is checked, or while as many messages as the
+        # Receive Maximum wait for their hooks. The socket is not read meanwhile.
+        self._held: list[Packet] = []
         self._connecting = False
         self._reading_paused = False
         self._writing_paused = False
@@ -248,12 +250,14 @@ class MqttConnection(asyncio.Protocol):
     # -- dispatch ---------------------------------------------------------------------------------------------
 
     def _handle_all(self, packets: list[Packet]) -> None:
-        for packet in packets:
+        for i, packet in enumerate(packets):
             if self._closed:
                 return
-            if self._connecting:
-                self._held.append(packet)
-            elif type(packet) is Publish:
+            if self._connecting or len(self._ordered) >= self.limits.receive_maximum:
+                self._held.extend(packets[i:])
+                self._pause_reading()
+                return
+            if type(packet) is Publish:
                 self._on_publish(packet)
             elif self._ordered:
                 self._after(None, lambda _exc, p=packet: self._handle(p))  # type: ignore[misc]
@@ -325,7 +329,7 @@ class MqttConnection(asyncio.Protocol):
         if packet.username is not None and authorizer.passwords is not None:
             # Password hashing is deliberately slow: done off the event loop, holding later packets meanwhile.
             self._connecting = True
-            self.transport.pause_reading()  # type: ignore[union-attr]
+            self._pause_reading()
             loop = asyncio.get_running_loop()
             future = loop.run_in_executor(
                 self._shared.password_checks, authorizer.authenticate, packet.username, packet.password
@@ -339,11 +343,9 @@ class MqttConnection(asyncio.Protocol):
         self._connecting = False
         if self._closed:
             return
-        self.transport.resume_reading()  # type: ignore[union-attr]
         ok = not future.cancelled() and future.exception() is None and future.result()
         self._finish_connect(packet, client_id, ok)
-        held, self._held = self._held, []
-        self._handle_all(held)
+        self._continue()
 
     def _refuse(self, reason: int, text: str) -> None:
         log.warning("client %s (%s): connection refused: %s", self.client_id or "-", self.peer, text)
@@ -538,9 +540,6 @@ class MqttConnection(asyncio.Protocol):
         self._ordered.append((future, finish))
         if future is not None:
             future.add_done_callback(self._drain)
-        if len(self._ordered) >= self.limits.receive_maximum and not self._reading_paused and self.transport:
-            self._reading_paused = True
-            self.transport.pause_reading()
 
     def _drain(self, _future: asyncio.Future[None] | None = None) -> None:
         ordered = self._ordered
@@ -553,10 +552,22 @@ class MqttConnection(asyncio.Protocol):
             if future is not None:
                 error = asyncio.CancelledError() if future.cancelled() else future.exception()
             finish(error)
-        if self._reading_paused and len(ordered) < self.limits.receive_maximum // 2 and self.transport:
+        if len(ordered) < self.limits.receive_maximum // 2 + 1:
+            self._continue()
+
+    def _pause_reading(self) -> None:
+        if not self._reading_paused and self.transport is not None:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def _continue(self) -> None:
+        """Handle held packets, and read the socket again once nothing is held."""
+        if self._held:
+            held, self._held = self._held, []
+            self._handle_all(held)
+        if self._reading_paused and not self._held and not self._connecting and not self._closed:
             self._reading_paused = False
-            if not self._closed and not self._connecting:
-                self.transport.resume_reading()
+            self.transport.resume_reading()  # type: ignore[union-attr]
 
     def _finish_publish(self, message: Message | None, qos: int, pid: int, error: BaseException | None) -> None:
         session = self.session
