@@ -9,7 +9,7 @@ import ssl
 
 from gateway import __version__
 from gateway.config import Config, ConfigError
-from gateway.mqtt.auth import AclFile, Authorizer, PasswordFile
+from gateway.mqtt.auth import AclFile, Authorizer
 from gateway.mqtt.broker import Broker, BrokerSettings
 from gateway.mqtt.connection import ConnectionLimits
 from gateway.mqtt.persist import BrokerState
@@ -20,7 +20,11 @@ log = logging.getLogger("gateway")
 
 def build_authorizer(config: Config) -> Authorizer:
     mqtt = config.mqtt
-    passwords = PasswordFile.load(config.resolve(mqtt.password_file)) if mqtt.password_file else None
+    passwords = None
+    if mqtt.password_file:
+        from gateway.mqtt.passwords import PasswordFile  # noqa: PLC0415 - argon2 is loaded only when used
+
+        passwords = PasswordFile.load(config.resolve(mqtt.password_file))
     acl = AclFile.load(config.resolve(mqtt.acl_file)) if mqtt.acl_file else None
     return Authorizer(mqtt.allow_anonymous, passwords, acl)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from gateway import __version__
 from gateway.config import Config, ConfigError, documented_defaults, load
-from gateway.mqtt.auth import AuthConfigError, PasswordFile
+from gateway.mqtt.auth import AuthConfigError
 from gateway.mqtt.persist import StateError
 
 
@@ -82,6 +82,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _passwd(args: argparse.Namespace) -> int:
+    from gateway.mqtt.passwords import PasswordFile  # noqa: PLC0415 - argon2 is loaded only when used
+
     passwords = PasswordFile.load(args.file) if args.file.exists() else PasswordFile.empty()
     if args.delete:
         if not passwords.delete_user(args.username):

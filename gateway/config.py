@@ -8,12 +8,9 @@ TOML file holding every default (docs/configuration.md is that output).
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
-
-import platformdirs
 
 NEVER = 4_294_967_295
 
@@ -115,6 +112,8 @@ class Config:
         state_dir = os.environ.get("STATE_DIRECTORY")  # set by systemd's StateDirectory=
         if state_dir:
             return Path(state_dir.split(":")[0])
+        import platformdirs  # noqa: PLC0415 - a daemon's memory is precious; only needed outside systemd
+
         return Path(platformdirs.user_data_dir("gateway", appauthor=False))
 
     def resolve(self, path: str) -> Path:
@@ -178,6 +177,8 @@ def load(path: Path | None) -> Config:
     """Read a configuration file; None means the built-in defaults."""
     if path is None:
         return parse({}, "built-in defaults")
+    import tomllib  # noqa: PLC0415 - not loaded when running on the built-in defaults
+
     try:
         with path.open("rb") as f:
             data = tomllib.load(f)

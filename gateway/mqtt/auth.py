@@ -1,41 +1,31 @@
-"""Authentication (password file) and authorization (ACL file) for the MQTT broker.
+"""Authorization (the ACL file) and the broker's entry point for authentication.
 
-Both files use mosquitto's layout so that operators coming from mosquitto recognise them; the one
-difference is that password hashes are argon2 rather than mosquitto's PBKDF2.  Nothing here knows
-about asyncio: argon2 verification blocks for tens of milliseconds on a Pi, so the broker should run
-`Authorizer.authenticate` in a worker thread.
+The ACL file uses mosquitto's acl_file layout so that operators coming from mosquitto recognise it; the password
+file (passwords.py) is mosquitto's layout with argon2 hashes.  Nothing here knows about asyncio: argon2
+verification blocks for tens of milliseconds on a Pi, so the broker runs `Authorizer.authenticate` in a worker
+thread.
 """
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import functools
-import hashlib
-import os
-import secrets
-import tempfile
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import argon2
-from argon2.exceptions import InvalidHashError, VerificationError
+from gateway.mqtt.topics import filter_covers, filter_error, filter_matches, filters_overlap
+
+if TYPE_CHECKING:
+    from gateway.mqtt.passwords import PasswordFile
 
 
 class AuthConfigError(Exception):
     """A password or ACL file cannot be used; the message says where, what is wrong and what to do."""
 
 
-# OWASP's minimum for argon2id: 19 MiB per verification lets a few CONNECTs run at once within the
-# 512 MB of a Pi Zero 2 W.  Hashes made with other parameters still verify: they are in the hash.
-_HASHER = argon2.PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1)
-_VERIFIED_CACHE_SIZE = 256
-
-
-def _read_lines(path: Path, what: str) -> list[str]:
+def read_lines(path: Path, what: str) -> list[str]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -50,218 +40,9 @@ def _read_lines(path: Path, what: str) -> list[str]:
     return [line.removesuffix("\r") for line in text.split("\n")]
 
 
-def _is_comment_or_blank(line: str) -> bool:
+def is_comment_or_blank(line: str) -> bool:
     stripped = line.strip()
     return not stripped or stripped.startswith("#")
-
-
-# ---------------------------------------------------------------------------------------------
-# Passwords
-
-
-def _username_problem(username: str) -> str | None:
-    if not username.strip():
-        return "the username is empty"
-    if ":" in username:
-        return f"the username {username!r} contains ':', which separates the username from the hash"
-    if "\n" in username or "\r" in username:
-        return f"the username {username!r} contains a line break"
-    if username.lstrip().startswith("#"):
-        return f"the username {username!r} starts with '#' and would be read back as a comment"
-    return None
-
-
-def _verify_hash(stored: str, secret: bytes) -> bool:
-    try:
-        return _HASHER.verify(stored, secret)
-    except (VerificationError, InvalidHashError):
-        return False
-
-
-@functools.cache
-def _dummy_hash() -> str:
-    return _HASHER.hash(secrets.token_bytes(16))
-
-
-def _cache_key(username: str, secret: bytes, stored: str) -> bytes:
-    digest = hashlib.sha256()
-    for part in (username.encode(), secret, stored.encode()):
-        # Length prefixes keep ("ab", "c") and ("a", "bc") apart.
-        digest.update(len(part).to_bytes(8, "big"))
-        digest.update(part)
-    return digest.digest()
-
-
-class PasswordFile:
-    """Users and their argon2 hashes, stored mosquitto-style as one `username:hash` per line.
-
-    `#` comments and blank lines are accepted by `load` but not written back by `save`.
-    """
-
-    def __init__(self) -> None:
-        self._hashes: dict[str, str] = {}
-        # Keys of recent successful verifications, so that a reconnect storm costs one sha256 per
-        # CONNECT instead of one argon2 hash.  The stored hash is part of the key, so a password
-        # change makes old entries unreachable.
-        self._verified: OrderedDict[bytes, None] = OrderedDict()
-        # The broker may verify from several worker threads at once.
-        self._verified_lock = threading.Lock()
-
-    @classmethod
-    def empty(cls) -> PasswordFile:
-        return cls()
-
-    @classmethod
-    def load(cls, path: Path) -> PasswordFile:
-        passwords = cls()
-        defined_on: dict[str, int] = {}
-        for lineno, line in enumerate(_read_lines(path, "password file"), start=1):
-            if _is_comment_or_blank(line):
-                continue
-            where = f"{path}:{lineno}"
-            username, colon, stored = line.partition(":")
-            stored = stored.strip()
-            if not colon:
-                raise AuthConfigError(f"{where}: expected 'username:hash' but found no ':'; fix or remove the line")
-            if not username.strip():
-                raise AuthConfigError(f"{where}: the username is empty; put the username before the ':'")
-            if username in defined_on:
-                raise AuthConfigError(
-                    f"{where}: user {username!r} is already defined on line {defined_on[username]}; "
-                    "remove one of the two lines"
-                )
-            try:
-                argon2.extract_parameters(stored)
-            except InvalidHashError:
-                raise AuthConfigError(
-                    f"{where}: the hash of user {username!r} is not an argon2 hash (mosquitto_passwd "
-                    "hashes are not supported); set the user's password again"
-                ) from None
-            passwords._hashes[username] = stored
-            defined_on[username] = lineno
-        return passwords
-
-    def set_password(self, username: str, password: str) -> None:
-        """Add the user or replace their password; raises ValueError for a username the file cannot hold."""
-        problem = _username_problem(username)
-        if problem is not None:
-            raise ValueError(f"{problem}; choose another username")
-        self._hashes[username] = _HASHER.hash(password)
-
-    def delete_user(self, username: str) -> bool:
-        """Remove the user; False if there was no such user."""
-        return self._hashes.pop(username, None) is not None
-
-    def usernames(self) -> list[str]:
-        return sorted(self._hashes)
-
-    def verify(self, username: str, password: bytes | str) -> bool:
-        """Whether `password` is the user's password; False for an unknown user.  Blocks for one
-        argon2 verification unless the same user, password and hash succeeded recently."""
-        secret = password.encode() if isinstance(password, str) else password
-        stored = self._hashes.get(username)
-        if stored is None:
-            # Spend the same argon2 work as for a real user, so that response times do not tell an
-            # attacker which usernames exist.
-            _verify_hash(_dummy_hash(), secret)
-            return False
-        key = _cache_key(username, secret, stored)
-        with self._verified_lock:
-            if key in self._verified:
-                self._verified.move_to_end(key)
-                return True
-        if not _verify_hash(stored, secret):
-            return False
-        with self._verified_lock:
-            self._verified[key] = None
-            if len(self._verified) > _VERIFIED_CACHE_SIZE:
-                self._verified.popitem(last=False)
-        return True
-
-    def save(self, path: Path) -> None:
-        """Write the file with mode 0600, atomically: after a crash or power cut, readers find the
-        old file or the new one, never a mix."""
-        text = "".join(f"{username}:{stored}\n" for username, stored in sorted(self._hashes.items()))
-        # mkstemp creates the file with mode 0600, so the hashes are never readable by others, not even briefly.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        # The rename is only durable once the directory itself reaches the disk.
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-
-# ---------------------------------------------------------------------------------------------
-# Topic filters (MQTT 3.1.1 section 4.7).  Filters are assumed valid; topics non-empty.
-
-
-def filter_matches(topic_filter: str, topic: str) -> bool:
-    """Whether the concrete `topic` matches `topic_filter`."""
-    if topic.startswith("$") and topic_filter[:1] in ("+", "#"):
-        return False
-    filter_levels, topic_levels = topic_filter.split("/"), topic.split("/")
-    for i, level in enumerate(filter_levels):
-        if level == "#":
-            return True
-        if i == len(topic_levels) or level not in ("+", topic_levels[i]):
-            return False
-    return len(filter_levels) == len(topic_levels)
-
-
-def filter_covers(outer: str, inner: str) -> bool:
-    """Whether every topic that filter `inner` matches is also matched by filter `outer`."""
-    if inner.startswith("$") and outer[:1] in ("+", "#"):
-        return False
-    outer_levels, inner_levels = outer.split("/"), inner.split("/")
-    for i, level in enumerate(outer_levels):
-        if level == "#":
-            return True
-        if i == len(inner_levels):
-            return False
-        if inner_levels[i] == "#":
-            # `inner` also matches its parent level, which `outer` (not '#' here) can only match
-            # as '+/#' at the top, where there is no parent level to match.
-            return i == 0 and level == "+" and outer_levels[1:] == ["#"]
-        if level not in ("+", inner_levels[i]):
-            return False
-    return len(outer_levels) == len(inner_levels)
-
-
-def filters_overlap(first: str, second: str) -> bool:
-    """Whether some topic matches both filters."""
-    # A leading wildcard never matches a `$` topic.
-    if (first[:1] in ("+", "#") and second.startswith("$")) or (second[:1] in ("+", "#") and first.startswith("$")):
-        return False
-    first_levels, second_levels = first.split("/"), second.split("/")
-    for a, b in zip(first_levels, second_levels, strict=False):
-        if "#" in (a, b):
-            return True
-        if a != b and "+" not in (a, b):
-            return False
-    shorter, longer = sorted((first_levels, second_levels), key=len)
-    # Past the common length, only a lone '#' (matching its parent) can still match the shorter topic.
-    return longer[len(shorter) :] in ([], ["#"])
-
-
-def _filter_problem(topic_filter: str) -> str | None:
-    levels = topic_filter.split("/")
-    for i, level in enumerate(levels):
-        if "#" in level and (level != "#" or i != len(levels) - 1):
-            return f"in {topic_filter!r}, '#' must be a whole level and the last one (e.g. 'sensors/#')"
-        if "+" in level and level != "+":
-            return f"in {topic_filter!r}, '+' must be a whole level (e.g. 'sensors/+/temp')"
-    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -305,7 +86,7 @@ def _parse_rule(where: str, keyword: str, rest: str) -> tuple[_Access, str]:
                 f"without an access word cannot contain spaces; put the access word first "
                 f"(e.g. '{keyword} read sensors/#')"
             )
-    problem = _filter_problem(topic_filter)
+    problem = filter_error(topic_filter)
     if problem is not None:
         raise AuthConfigError(f"{where}: {problem}")
     if keyword == "pattern" and any(
@@ -343,8 +124,8 @@ class AclFile:
     def load(cls, path: Path) -> AclFile:
         acl = cls()
         section = acl._anonymous
-        for lineno, line in enumerate(_read_lines(path, "ACL file"), start=1):
-            if _is_comment_or_blank(line):
+        for lineno, line in enumerate(read_lines(path, "ACL file"), start=1):
+            if is_comment_or_blank(line):
                 continue
             where = f"{path}:{lineno}"
             keyword, *rest_of_line = line.split(None, 1)

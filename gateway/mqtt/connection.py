@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -323,7 +323,7 @@ class MqttConnection(asyncio.Protocol):
             if not (packet.clean_start or v5) or self.version < 4:
                 # 3.1.1 §3.1.3.1: a zero-length client id needs clean session 1; MQTT 3.1 has no such case.
                 return self._refuse(Reason.CLIENT_IDENTIFIER_NOT_VALID, "an empty client id needs clean session")
-            client_id = f"auto-{uuid.uuid4().hex}"
+            client_id = f"auto-{os.urandom(12).hex()}"
         self.client_id = client_id
         authorizer = self.broker.authorizer
         if packet.username is not None and authorizer.passwords is not None:

@@ -69,6 +69,41 @@ def filter_matches(topic_filter: str, topic: str) -> bool:
     return len(filter_levels) == len(topic_levels)
 
 
+def filter_covers(outer: str, inner: str) -> bool:
+    """Whether every topic that filter `inner` matches is also matched by filter `outer`."""
+    if inner.startswith("$") and outer[:1] in ("+", "#"):
+        return False
+    outer_levels, inner_levels = outer.split("/"), inner.split("/")
+    for i, level in enumerate(outer_levels):
+        if level == "#":
+            return True
+        if i == len(inner_levels):
+            return False
+        if inner_levels[i] == "#":
+            # `inner` also matches its parent level, which `outer` (not '#' here) can only match
+            # as '+/#' at the top, where there is no parent level to match.
+            return i == 0 and level == "+" and outer_levels[1:] == ["#"]
+        if level not in ("+", inner_levels[i]):
+            return False
+    return len(outer_levels) == len(inner_levels)
+
+
+def filters_overlap(first: str, second: str) -> bool:
+    """Whether some topic matches both filters."""
+    # A leading wildcard never matches a `$` topic.
+    if (first[:1] in ("+", "#") and second.startswith("$")) or (second[:1] in ("+", "#") and first.startswith("$")):
+        return False
+    first_levels, second_levels = first.split("/"), second.split("/")
+    for a, b in zip(first_levels, second_levels, strict=False):
+        if "#" in (a, b):
+            return True
+        if a != b and "+" not in (a, b):
+            return False
+    shorter, longer = sorted((first_levels, second_levels), key=len)
+    # Past the common length, only a lone '#' (matching its parent) can still match the shorter topic.
+    return longer[len(shorter) :] in ([], ["#"])
+
+
 @dataclass(slots=True)
 class _Node(Generic[T]):
     children: dict[str, _Node[T]] = field(default_factory=dict)

@@ -7,16 +7,10 @@ from pathlib import Path
 import argon2
 import pytest
 
-from gateway.mqtt import auth
-from gateway.mqtt.auth import (
-    AclFile,
-    AuthConfigError,
-    Authorizer,
-    PasswordFile,
-    filter_covers,
-    filter_matches,
-    filters_overlap,
-)
+from gateway.mqtt import passwords as passwords_module
+from gateway.mqtt.auth import AclFile, AuthConfigError, Authorizer
+from gateway.mqtt.passwords import PasswordFile
+from gateway.mqtt.topics import filter_covers, filter_matches, filters_overlap
 
 # A valid argon2 hash of "pw", cheap to make, for files whose hashes are not the point of the test.
 # The fixed salt keeps parametrized test ids identical across pytest-xdist workers.
@@ -184,8 +178,8 @@ def test_repeated_successful_verification_skips_argon2(
 ) -> None:
     alice_and_bob.save(tmp_path / "passwd")
     passwords = PasswordFile.load(tmp_path / "passwd")
-    counter = CountingVerifier(auth._verify_hash)
-    monkeypatch.setattr(auth, "_verify_hash", counter)
+    counter = CountingVerifier(passwords_module._verify_hash)
+    monkeypatch.setattr(passwords_module, "_verify_hash", counter)
 
     assert passwords.verify("alice", "wonderland")
     assert passwords.verify("alice", "wonderland")
@@ -198,8 +192,8 @@ def test_repeated_successful_verification_skips_argon2(
 
 
 def test_unknown_user_costs_an_argon2_verification_too(monkeypatch: pytest.MonkeyPatch) -> None:
-    counter = CountingVerifier(auth._verify_hash)
-    monkeypatch.setattr(auth, "_verify_hash", counter)
+    counter = CountingVerifier(passwords_module._verify_hash)
+    monkeypatch.setattr(passwords_module, "_verify_hash", counter)
 
     assert not PasswordFile.empty().verify("carol", "pw")
     assert counter.calls == 1
@@ -221,7 +215,7 @@ def test_verification_cache_is_bounded(tmp_path: Path, monkeypatch: pytest.Monke
     path.write_text("".join(f"user{i}:{GOOD_HASH}\n" for i in range(300)))
     passwords = PasswordFile.load(path)
     counter = CountingVerifier(lambda stored, secret: True)
-    monkeypatch.setattr(auth, "_verify_hash", counter)
+    monkeypatch.setattr(passwords_module, "_verify_hash", counter)
 
     for i in range(256):
         assert passwords.verify(f"user{i}", "pw")
