@@ -32,7 +32,6 @@ def _opt(
 
 @dataclass(slots=True)
 class GatewayOptions:
-    name: str = _opt("gateway", "Name of this gateway, shown to clients and used as the mDNS host name.")
     data_dir: str = _opt(
         "",
         "Where the databases live. Empty: $STATE_DIRECTORY when run by systemd (/var/lib/gateway), "

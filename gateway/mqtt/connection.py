@@ -100,6 +100,8 @@ class MqttConnection(asyncio.Protocol):
         self.receive_maximum = limits.max_inflight
         self.max_packet_size = 1 << 28
         self._will: Message | None = None
+        # MQTT 5 Request Problem Information (§3.1.2.11.7): whether reason strings may go on acknowledgements.
+        self._problem_information = False
         self._will_delay = 0
         self._keepalive = 0
         self._last_seen = 0.0
@@ -373,6 +375,7 @@ class MqttConnection(asyncio.Protocol):
             self._will = self._message(will.topic, will.payload, will.qos, will.retain, will_props, client_id)
             self._will_delay = will.properties.get(Prop.WILL_DELAY_INTERVAL, 0)
         if v5:
+            self._problem_information = props.get(Prop.REQUEST_PROBLEM_INFORMATION, 1) == 1
             expiry = props.get(Prop.SESSION_EXPIRY_INTERVAL, 0)
             self.receive_maximum = min(props.get(Prop.RECEIVE_MAXIMUM, 65535), self.limits.max_inflight)
             self.max_packet_size = props.get(Prop.MAXIMUM_PACKET_SIZE, 1 << 28)
@@ -601,7 +604,7 @@ class MqttConnection(asyncio.Protocol):
             # counted, and visible in $SYS.
         if not qos or self._closed:
             return
-        props: Properties = {Prop.REASON_STRING: text} if text and self.version == MQTT_5 else {}
+        props: Properties = {Prop.REASON_STRING: text} if text and self._problem_information else {}
         if self.version != MQTT_5:
             reason = Reason.SUCCESS
         self.send(PubAck(pid, reason, props) if qos == 1 else PubRec(pid, reason, props))

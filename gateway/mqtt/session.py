@@ -8,12 +8,15 @@ into the broker's state store, so they survive a gateway restart.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from gateway.mqtt.codec import MQTT_5, Prop, Properties, ack_bytes, publish_bytes
+
+log = logging.getLogger("gateway.mqtt")
 
 NEVER_EXPIRES = 0xFFFFFFFF
 
@@ -150,6 +153,14 @@ class Session:
             # Dropping the newest keeps what the client was already promised in order; counted and visible.
             self.dropped += 1
             self.counters.messages_dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.warning(
+                    "client %s: %d messages dropped so far: its queue is full (%d messages, "
+                    "[mqtt] max_queued_messages); the client is offline or reads too slowly",
+                    self.client_id,
+                    self.dropped,
+                    self.max_queued,
+                )
             return
         delivery = Delivery(message, qos, retain, identifiers)
         if qos and self.store is not None:
