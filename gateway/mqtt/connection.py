@@ -107,6 +107,9 @@ class MqttConnection(asyncio.Protocol):
         self._last_seen = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._aliases: dict[int, str] = {}
+        # QoS 1 publishes received and not yet acknowledged: with the QoS 2 ones awaiting PUBREL, what counts
+        # against our Receive Maximum (§3.3.4).
+        self._qos1_unacked = 0
         self._ordered: deque[tuple[asyncio.Future[None] | None, Finish]] = deque()
         # Packets decoded but not yet handled: while the CONNECT is checked, or while as many messages as the
         # Receive Maximum wait for their hooks. The socket is not read meanwhile.
@@ -499,7 +502,7 @@ class MqttConnection(asyncio.Protocol):
             self._protocol_error("retained messages are turned off", Reason.RETAIN_NOT_SUPPORTED)
             return
         if qos:
-            pending = len(self._ordered) + len(session.incoming_qos2)
+            pending = self._qos1_unacked + len(session.incoming_qos2)
             if self.version == MQTT_5 and pending >= self.limits.receive_maximum:
                 self._protocol_error(
                     "more unacknowledged publishes than Receive Maximum", Reason.RECEIVE_MAXIMUM_EXCEEDED
@@ -509,6 +512,8 @@ class MqttConnection(asyncio.Protocol):
                 # §4.3.3: a resent QoS 2 PUBLISH we already own is acknowledged again, not delivered again.
                 self._after(None, lambda _exc: self.send(PubRec(pid)))
                 return
+            if qos == 1:
+                self._qos1_unacked += 1
         if not self._may_publish(session.username, session.client_id, topic):
             log.info("client %s: publish to %r denied by the ACL", session.client_id, topic)
             broker.stats.publish_rejected += 1
@@ -525,8 +530,11 @@ class MqttConnection(asyncio.Protocol):
             self._after(None, lambda _exc: self._finish_publish(message, qos, pid, None))
         else:
             broker.route(message)
-            if qos:
-                self.write(ack_bytes(0x40 if qos == 1 else 0x50, pid))
+            if qos == 1:
+                self._qos1_unacked -= 1
+                self.write(ack_bytes(0x40, pid))
+            elif qos == 2:
+                self.write(ack_bytes(0x50, pid))
 
     def _may_publish(self, username: str | None, client_id: str, topic: str) -> bool:
         # $SYS belongs to the broker: a client publishing there could fake the statistics others rely on.
@@ -576,6 +584,8 @@ class MqttConnection(asyncio.Protocol):
         session = self.session
         reason: int = Reason.SUCCESS
         text = ""
+        if qos == 1:
+            self._qos1_unacked -= 1
         if error is None and message is not None:
             self.broker.route(message)
         else:
