@@ -584,3 +584,24 @@ def test_v5_publisher_honouring_receive_maximum_completes(
     assert payloads_of(sub, count) == [b"p%02d" % i for i in range(count)]
     assert gate.max_running <= 10
     assert pub.disconnects.empty()
+
+
+def test_qos0_publishes_waiting_for_hooks_do_not_count_against_receive_maximum(
+    harness_factory: Callable[..., Harness], raws: list[Raw]
+) -> None:
+    """MQTT 5 §3.3.4: Receive Maximum limits unacknowledged QoS 1 and QoS 2 PUBLISH packets only. A v5 client
+    with 5 QoS 2 messages awaiting PUBREL and 9 QoS 0 messages waiting for their hooks is within a quota of 10
+    when it sends a QoS 1 message: it must not be told 0x93 (Receive Maximum exceeded)."""
+    harness = harness_factory(ConnectionLimits(receive_maximum=10))
+    gate = harness.gate()
+    pub = Raw(harness.port, "mixed", 5)
+    raws.append(pub)
+    pub.send(b"".join(pub.publish_bytes("plain/q2", b"t%02d" % i, 2, 100 + i) for i in range(5)))
+    assert [pub.read_ack()[:3] for _ in range(5)] == [(PUBREC, 100 + i, 0) for i in range(5)]
+    pub.send(b"".join(pub.publish_bytes("db/q0", b"z%02d" % i, 0, 0) for i in range(9)))
+    assert wait_until(lambda: len(gate.calls) >= 9)
+    pub.publish("db/q1", b"one", 1, 1)
+    time.sleep(0.3)
+    gate.open()
+    assert pub.read_ack()[:3] == (PUBACK, 1, 0)
+    assert sorted(gate.finished) == sorted([b"z%02d" % i for i in range(9)] + [b"one"])
