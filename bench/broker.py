@@ -194,6 +194,12 @@ def proc_rss_kib(pid: int) -> int:
     raise BenchError(f"no VmRSS for pid {pid}")
 
 
+def proc_private_kib(pid: int) -> int:
+    """Memory only this process uses (USS): RSS less the library pages it shares with others or could drop."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:])
+    return sum(int(fields[key].split()[0]) for key in ("Private_Clean", "Private_Dirty"))
+
+
 def raise_nofile_limit() -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     for target in (hard, 1 << 20, 65536):
@@ -721,13 +727,18 @@ def scenario_rows(scenario: Scenario, results: dict[str, list[RunResult] | str])
     return rows
 
 
-def memory_rows(idle: dict[str, int], loaded: dict[str, tuple[int, int] | str], n: int) -> list[Row]:
+def memory_rows(
+    idle: dict[str, int], private: dict[str, int], loaded: dict[str, tuple[int, int] | str], n: int
+) -> list[Row]:
     idle_row = Row(
         "idle RSS MiB",
         fmt="{:.1f}",
         target=f"<= {TARGET_IDLE_RSS_MIB:.0f} MB",
         meets=lambda v: v <= TARGET_IDLE_RSS_MIB,
     )
+    private_row = Row("idle private memory (USS) MiB", fmt="{:.1f}")
+    for name, kib in private.items():
+        private_row.values[name] = kib / 1024
     loaded_row = Row(f"RSS with {n:,} idle connections MiB", fmt="{:.1f}")
     per_conn = Row(
         "KiB per idle connection",
@@ -745,7 +756,7 @@ def memory_rows(idle: dict[str, int], loaded: dict[str, tuple[int, int] | str], 
         loaded_row.values[name] = rss / 1024 if connected == n else f"{rss / 1024:.1f} ({connected:,} conns)"
         if connected and name in idle:
             per_conn.values[name] = (rss - idle[name]) / connected
-    return [idle_row, loaded_row, per_conn] if loaded else [idle_row]
+    return [idle_row, private_row, loaded_row, per_conn] if loaded else [idle_row, private_row]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -822,6 +833,7 @@ async def bench(args: argparse.Namespace, workdir: Path, brokers: list[Broker]) 
         return 1
     await asyncio.sleep(SETTLE_S)
     idle = {b.name: proc_rss_kib(b.pid) for b in started if b.proc.poll() is None}
+    private = {b.name: proc_private_kib(b.pid) for b in started if b.proc.poll() is None}
     loaded: dict[str, tuple[int, int] | str] = {}
     if IDLE_CONNS in args.scenarios:
         for broker in started:
@@ -838,7 +850,7 @@ async def bench(args: argparse.Namespace, workdir: Path, brokers: list[Broker]) 
         if any(isinstance(r, str) for r in results.values()):
             status = 1
         rows += scenario_rows(scenario, results)
-    rows += memory_rows(idle, loaded, args.connections)
+    rows += memory_rows(idle, private, loaded, args.connections)
     print(render(header_lines(args), rows))
     return status
 
