@@ -124,7 +124,8 @@ class Session:
         self.subscriptions: dict[str, SubOptions] = {}
         self.connection: Outlet | None = None
         self.inflight: dict[int, Delivery] = {}
-        self.queue: deque[Delivery] = deque()
+        # Created on first use: an empty deque costs most of a kilobyte, and most sessions never queue.
+        self.queue: deque[Delivery] | None = None
         self.incoming_qos2: set[int] = set()  # packet ids received at QoS 2, PUBREL not yet seen
         self.disconnected_at: float | None = None
         self.dropped = 0
@@ -149,7 +150,7 @@ class Session:
             return
         if conn is None and qos == 0 and not self.queue_qos0:
             return
-        if len(self.queue) + len(self.inflight) >= self.max_queued:
+        if (len(self.queue) if self.queue else 0) + len(self.inflight) >= self.max_queued:
             # Dropping the newest keeps what the client was already promised in order; counted and visible.
             self.dropped += 1
             self.counters.messages_dropped += 1
@@ -167,7 +168,7 @@ class Session:
             delivery.seq = self._next_seq
             self._next_seq += 1
             self.store.put_delivery(self.client_id, delivery)
-        self.queue.append(delivery)
+        self._enqueue(delivery)
         if conn is not None:
             self.pump()
 
@@ -178,7 +179,12 @@ class Session:
             self.inflight[delivery.packet_id] = delivery
             self._next_packet_id = max(self._next_packet_id, delivery.packet_id % 0xFFFF + 1)
         else:
-            self.queue.append(delivery)
+            self._enqueue(delivery)
+
+    def _enqueue(self, delivery: Delivery) -> None:
+        if self.queue is None:
+            self.queue = deque()
+        self.queue.append(delivery)
 
     def pump(self) -> None:
         """Send queued messages while the connection accepts them and the in-flight window has room."""
@@ -273,7 +279,7 @@ class Session:
         return True
 
     def discard_messages(self) -> None:
-        for delivery in [*self.inflight.values(), *self.queue]:
+        for delivery in [*self.inflight.values(), *(self.queue or ())]:
             self._forget(delivery)
         self.inflight.clear()
-        self.queue.clear()
+        self.queue = None
