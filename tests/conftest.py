@@ -47,8 +47,8 @@ class Gateway:
         if self.config is not None:
             args += ["--config", str(self.config)]
         args += list(self.extra_args)
-        log = self.log_path.open("wb")
-        self.process = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        with self.log_path.open("wb") as log:  # the child keeps its own descriptor
+            self.process = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             match = _LISTENING.search(self.log())
