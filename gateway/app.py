@@ -76,6 +76,7 @@ class Gateway:
             max_session_expiry=mqtt.max_session_expiry,
             retain_available=mqtt.retain_available,
             sys_interval=mqtt.sys_interval,
+            max_subscriptions=mqtt.max_subscriptions_per_client,
         )
         self.broker = Broker(settings, build_authorizer(config), self.state)
         limits = ConnectionLimits(

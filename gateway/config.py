@@ -78,6 +78,9 @@ class MqttOptions:
         "messages are dropped, and counted in $SYS/broker/messages/dropped.",
         minimum=1,
     )
+    max_subscriptions_per_client: int = _opt(
+        1000, "Most subscriptions one client may hold; more are refused (MQTT 5 reason 0x97).", minimum=1
+    )
     queue_qos0_messages: bool = _opt(False, "Also queue QoS 0 messages for offline persistent sessions.")
     max_keepalive: int = _opt(
         0, "Longest keep-alive granted to MQTT 5 clients, in seconds; 0: no limit.", minimum=0, maximum=65535

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 from gateway import __version__
 from gateway.mqtt.auth import Authorizer
-from gateway.mqtt.codec import Reason, Subscription
+from gateway.mqtt.codec import Prop, Reason, Subscription
 from gateway.mqtt.persist import BrokerState, SessionRecord
 from gateway.mqtt.session import NEVER_EXPIRES, Message, Session, SubOptions
-from gateway.mqtt.topics import SubscriptionTree, filter_error, filter_matches, split_shared
+from gateway.mqtt.topics import MAX_CACHED_TOPIC, SubscriptionTree, filter_error, filter_matches, split_shared
 
 log = logging.getLogger("gateway.mqtt")
 
@@ -60,6 +60,7 @@ class BrokerSettings:
     max_session_expiry: int = NEVER_EXPIRES
     retain_available: bool = True
     sys_interval: float = 10.0
+    max_subscriptions: int = 1000
 
 
 class Stats:
@@ -150,7 +151,11 @@ class Broker:
                 self._tree.add(topic_filter, session.client_id, (session, options))
             for delivery in state.deliveries(record.client_id):
                 session.restore(delivery)
+            for packet_id in state.incoming_qos2(record.client_id):
+                session.incoming_qos2[packet_id] = None
             self.sessions[session.client_id] = session
+        for client_id, due, will in state.wills():
+            self._schedule_will(client_id, will, due)
         if self.sessions or self.retained:
             log.info("restored %d sessions and %d retained messages", len(self.sessions), len(self.retained))
 
@@ -174,10 +179,13 @@ class Broker:
         A connection already attached to the session must have been detached by the caller (takeover).
         """
         expiry_interval = min(expiry_interval, self.settings.max_session_expiry)
-        pending = self._pending_wills.pop(client_id, None)
-        if pending is not None:
-            pending[0].cancel()  # §3.1.3.2.2: a new connection within the will delay means no will
+        self._take_pending_will(client_id)  # §3.1.3.2.2: a new connection within the will delay means no will
         session = self.sessions.get(client_id)
+        if session is not None and session.username != username:
+            # A session belongs to the user who made it: another user reusing the client id must not receive
+            # what was queued for the first (their ACLs may differ), so it starts afresh.
+            log.info("client %s: connecting as another user than its session's; the session starts afresh", client_id)
+            clean_start = True
         present = session is not None and not clean_start
         if session is not None and clean_start:
             self._end_session(session)
@@ -186,12 +194,21 @@ class Broker:
             session = self._new_session(client_id, expiry_interval)
             self.sessions[client_id] = session
         else:
-            session.expiry_interval = expiry_interval
-            session.store = self.state if expiry_interval else None
+            self.set_expiry(session, expiry_interval)
         session.username = username
         session.disconnected_at = None
         self._save_session(session)
         return session, present
+
+    def set_expiry(self, session: Session, expiry_interval: int) -> None:
+        """Change how long a session outlives its connection; one that no longer does leaves the state store."""
+        session.expiry_interval = min(expiry_interval, self.settings.max_session_expiry)
+        if not session.persistent and session.store is not None:
+            session.store = None
+            if self.state is not None:
+                self.state.delete_session(session.client_id)
+        elif session.persistent and session.store is None:
+            session.store = self.state
 
     def detach(self, session: Session, will: Message | None, will_delay: int) -> None:
         """The session's connection is gone. Publishes (or schedules) the will; ends a non-persistent session."""
@@ -202,16 +219,42 @@ class Broker:
             if delay <= 0:
                 self.publish_internal(will)
             else:
-                handle = asyncio.get_running_loop().call_later(delay, self._fire_will, session.client_id)
-                self._pending_wills[session.client_id] = (handle, will)
+                self._schedule_will(session.client_id, will, time.time() + delay)
         if session.persistent:
             self._save_session(session)
         else:
             self._end_session(session)
 
+    def _schedule_will(self, client_id: str, will: Message, due: float) -> None:
+        """Publish `will` at wall-clock time `due`; kept in the state store, so a restart does not lose it."""
+        delay = max(0.0, due - time.time())
+        handle = asyncio.get_running_loop().call_later(delay, self._fire_will, client_id)
+        self._pending_wills[client_id] = (handle, will)
+        if self.state is not None:
+            self.state.put_will(client_id, will, due)
+
+    def _take_pending_will(self, client_id: str) -> Message | None:
+        pending = self._pending_wills.pop(client_id, None)
+        if pending is None:
+            return None
+        pending[0].cancel()
+        if self.state is not None:
+            self.state.delete_will(client_id)
+        return pending[1]
+
     def _fire_will(self, client_id: str) -> None:
-        _handle, will = self._pending_wills.pop(client_id)
-        self.publish_internal(will)
+        will = self._take_pending_will(client_id)
+        if will is not None:
+            self.publish_internal(will)
+
+    @staticmethod
+    def _will_as_published(will: Message) -> Message:
+        """§3.1.3.2.4: a will's Message Expiry Interval counts from when the will is published."""
+        interval = will.properties.get(Prop.MESSAGE_EXPIRY_INTERVAL)
+        if interval is None:
+            return will
+        props = {k: v for k, v in will.properties.items() if k != Prop.MESSAGE_EXPIRY_INTERVAL}
+        return Message(will.topic, will.payload, will.qos, will.retain, props, time.time() + interval, will.sender)
 
     def _end_session(self, session: Session) -> None:
         for topic_filter in session.subscriptions:
@@ -223,11 +266,10 @@ class Broker:
             del self.sessions[session.client_id]
         if self.state is not None:
             self.state.delete_session(session.client_id)
-        pending = self._pending_wills.pop(session.client_id, None)
-        if pending is not None:
+        will = self._take_pending_will(session.client_id)
+        if will is not None:
             # §3.1.3.2.2: the will is sent when the session ends, if its delay has not passed yet.
-            pending[0].cancel()
-            self.publish_internal(pending[1])
+            self.publish_internal(will)
 
     def _save_session(self, session: Session) -> None:
         if self.state is not None and session.persistent:
@@ -261,7 +303,8 @@ class Broker:
     # -- subscriptions ------------------------------------------------------------------------------------------
 
     def subscribe(self, session: Session, sub: Subscription, identifier: int | None) -> tuple[int, bool]:
-        """Returns (reason code for SUBACK, whether the subscription is new)."""
+        """Returns (reason code for SUBACK, whether the subscription is new). The caller saves the session once
+        for the whole SUBSCRIBE packet (`save_subscriptions`)."""
         error = filter_error(sub.topic_filter)
         if error is not None:
             log.info("client %s: refused subscription to %r: %s", session.client_id, sub.topic_filter, error)
@@ -269,11 +312,22 @@ class Broker:
         if not self.authorizer.may_subscribe(session.username, session.client_id, split_shared(sub.topic_filter)[1]):
             log.info("client %s: subscription to %r denied by the ACL", session.client_id, sub.topic_filter)
             return Reason.NOT_AUTHORIZED, False
+        limit = self.settings.max_subscriptions
+        if len(session.subscriptions) >= limit and sub.topic_filter not in session.subscriptions:
+            log.info(
+                "client %s: refused subscription to %r: it already has %d",
+                session.client_id,
+                sub.topic_filter[:100],
+                limit,
+            )
+            return Reason.QUOTA_EXCEEDED, False
         options = SubOptions(sub.qos, sub.no_local, sub.retain_as_published, sub.retain_handling, identifier)
         new = self._tree.add(sub.topic_filter, session.client_id, (session, options))
         session.subscriptions[sub.topic_filter] = options
-        self._save_session(session)
         return sub.qos, new
+
+    def save_subscriptions(self, session: Session) -> None:
+        self._save_session(session)
 
     def send_retained(self, session: Session, topic_filter: str, new: bool) -> None:
         """Deliver the retained messages a fresh subscription asked for (§3.3.1.3), after its SUBACK."""
@@ -285,7 +339,12 @@ class Broker:
             return
         identifiers = [options.identifier] if options.identifier else []
         now = time.time()
-        for topic, message in list(self.retained.items()):
+        if "+" in plain or "#" in plain:
+            candidates = list(self.retained.items())
+        else:
+            exact = self.retained.get(plain)
+            candidates = [(plain, exact)] if exact is not None else []
+        for topic, message in candidates:
             if message.expires_at is not None and message.expires_at <= now:
                 self._delete_retained(topic)
                 continue
@@ -293,10 +352,10 @@ class Broker:
                 session.deliver(message, min(message.qos, options.qos), True, identifiers)
 
     def unsubscribe(self, session: Session, topic_filter: str) -> int:
+        """The caller saves the session once for the whole UNSUBSCRIBE packet (`save_subscriptions`)."""
         if session.subscriptions.pop(topic_filter, None) is None:
             return Reason.NO_SUBSCRIPTION_EXISTED
         self._tree.remove(topic_filter, session.client_id)
-        self._save_session(session)
         return Reason.SUCCESS
 
     # -- publishing ---------------------------------------------------------------------------------------------
@@ -316,7 +375,8 @@ class Broker:
             hooks = tuple(h for f, h in self._hooks if filter_matches(f, topic))
             if len(self._hook_cache) >= 4096:
                 self._hook_cache.clear()
-            self._hook_cache[topic] = hooks
+            if len(topic) <= MAX_CACHED_TOPIC:
+                self._hook_cache[topic] = hooks
         return hooks
 
     async def run_hooks(self, message: Message, client: ClientInfo) -> None:
@@ -324,8 +384,9 @@ class Broker:
             await hook(message, client)
 
     def publish_internal(self, message: Message) -> None:
-        """Publish a message that has no publisher waiting for an acknowledgement (wills): hooks run in a task
-        the broker owns, then the message is routed."""
+        """Publish a will, which has no publisher waiting for an acknowledgement: hooks run in a task the broker
+        owns, then the message is routed."""
+        message = self._will_as_published(message)
         if not self.hooks_for(message.topic):
             self.route(message)
             return
@@ -393,6 +454,8 @@ class Broker:
         entries = list(members.values())
         candidates = [e for e in entries if e[0].connection is not None] or entries
         turn = self._share_turn.get(key, 0) % len(candidates)
+        if len(self._share_turn) >= 4096:
+            self._share_turn.clear()  # forgets only whose turn it is: groups come and go
         self._share_turn[key] = turn + 1
         session, options = candidates[turn]
         self._deliver_one(message, session, options.qos, options, [options.identifier] if options.identifier else [])

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
+from gateway.mqtt.topics import MAX_LEVELS
+
 # Protocol levels (the CONNECT "Protocol Version" byte).
 MQTT_31 = 3
 MQTT_311 = 4
@@ -489,7 +491,9 @@ def _check_property_values(props: Properties) -> None:
 
 def _check_topic_name(topic: str) -> None:
     if "+" in topic or "#" in topic:
-        raise MalformedPacket(f"topic name {topic!r} contains a wildcard (§3.3.2.1)", Reason.TOPIC_NAME_INVALID)
+        raise MalformedPacket(f"topic name {topic[:100]!r} contains a wildcard (§3.3.2.1)", Reason.TOPIC_NAME_INVALID)
+    if topic.count("/") >= MAX_LEVELS:
+        raise MalformedPacket(f"topic name has more than {MAX_LEVELS} levels", Reason.TOPIC_NAME_INVALID)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -502,7 +506,7 @@ def _decode_connect(buf: Buffer, pos: int, end: int) -> Connect:
     if (name, level) not in (("MQTT", MQTT_311), ("MQTT", MQTT_5), ("MQIsdp", MQTT_31)):
         if name in ("MQTT", "MQIsdp"):
             raise UnsupportedProtocol(f"unsupported protocol level {level} ({name})", level)
-        raise MalformedPacket(f"unknown protocol name {name!r} (§3.1.2.1)", Reason.UNSUPPORTED_PROTOCOL_VERSION)
+        raise MalformedPacket(f"unknown protocol name {name[:50]!r} (§3.1.2.1)", Reason.UNSUPPORTED_PROTOCOL_VERSION)
     flags, pos = _u8(buf, pos, end)
     if flags & 0x01:
         raise MalformedPacket("CONNECT reserved flag is set (§3.1.2.3)")

@@ -77,14 +77,20 @@ class Listening:
     password_checks: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="password-check")
     )
+    password_checks_waiting: int = 0
 
 
 Finish = Callable[[BaseException | None], None]
+
+# CONNECTs waiting for a password check beyond this are refused as "server busy": on a Pi each check takes tens
+# of milliseconds, and a flood of wrong passwords must not lock honest clients out for minutes.
+MAX_PASSWORD_CHECKS_WAITING = 32
 
 
 class MqttConnection(asyncio.Protocol):
     # A gateway may hold a thousand idle connections: no per-object __dict__.
     __slots__ = (
+        "_abandoned",
         "_aliases",
         "_closed",
         "_connecting",
@@ -141,6 +147,9 @@ class MqttConnection(asyncio.Protocol):
         # QoS 1 publishes received and not yet acknowledged: with the QoS 2 ones awaiting PUBREL, what counts
         # against our Receive Maximum (§3.3.4).
         self._qos1_unacked = 0
+        # Set when a refused message closed the connection: what arrived after it is neither routed nor
+        # acknowledged, so that the client's resend keeps the original order.
+        self._abandoned = False
         # At most about receive_maximum entries: a list, whose front pops are cheap at that size and which costs
         # far less than a deque on each of a thousand idle connections.
         self._ordered: list[tuple[asyncio.Future[None] | None, Finish]] = []
@@ -167,7 +176,17 @@ class MqttConnection(asyncio.Protocol):
         self._out.append(data)
 
     def _flush(self) -> None:
-        self.broker.flush_state()
+        try:
+            self.broker.flush_state()
+        except Exception:
+            # Nothing may be acknowledged whose session state is not written: drop the connection instead, and
+            # let the client send again once the gateway can write.
+            log.exception(
+                "client %s (%s): cannot write the broker state; closing the connection", self.client_id, self.peer
+            )
+            self._out.clear()
+            self.abort()
+            return
         if self._out and self.transport is not None and not self._closed:
             data = b"".join(self._out)
             self.broker.stats.bytes_sent += len(data)
@@ -175,7 +194,13 @@ class MqttConnection(asyncio.Protocol):
         self._out.clear()
 
     def send(self, packet: Packet) -> None:
-        self.write(encode(packet, self.version))
+        data = encode(packet, self.version)
+        if len(data) > self.max_packet_size and getattr(packet, "properties", None):
+            # §3.1.2.11.4: rather than exceed what the client accepts, leave out the Reason String and User
+            # Properties, the only optional parts of the packets we send.
+            packet.properties = {}  # type: ignore[union-attr]
+            data = encode(packet, self.version)
+        self.write(data)
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------------------
 
@@ -238,7 +263,7 @@ class MqttConnection(asyncio.Protocol):
         if self._closed or self.transport is None:
             return
         if reason is not None and self.version == MQTT_5 and self.session is not None:
-            props: Properties = {Prop.REASON_STRING: text} if text else {}
+            props: Properties = {Prop.REASON_STRING: text[:200]} if text else {}
             self.send(Disconnect(reason, props))
         self._flush()
         self._closed = True
@@ -252,8 +277,16 @@ class MqttConnection(asyncio.Protocol):
 
     def _protocol_error(self, text: str, reason: int | None) -> None:
         self.broker.stats.protocol_errors += 1
-        log.warning("client %s (%s): %s; closing the connection", self.client_id or "-", self.peer, text)
+        log.warning("client %s (%s): %s; closing the connection", self.client_id[:100] or "-", self.peer, text[:300])
         self.close(reason, text)
+
+    @property
+    def busy(self) -> bool:
+        """Messages are waiting for their hooks."""
+        return bool(self._ordered)
+
+    def stop_reading(self) -> None:
+        self._pause_reading()
 
     def shut_down(self) -> None:
         """The gateway is stopping: tell the client, and keep its will (it did nothing wrong, and a restart
@@ -280,6 +313,8 @@ class MqttConnection(asyncio.Protocol):
                 self._protocol_error("no CONNECT within the connect timeout", None)
             return
         limit = self._keepalive * 1.5  # §3.1.2.10
+        if self._reading_paused:
+            self._last_seen = now  # we are the ones not reading: the client's PINGREQs wait in its socket
         if now - self._last_seen >= limit:
             self._protocol_error(f"keep-alive of {self._keepalive} s expired", Reason.KEEP_ALIVE_TIMEOUT)
             return
@@ -321,8 +356,7 @@ class MqttConnection(asyncio.Protocol):
             elif packet.reason_code < 0x80:
                 self.send(PubRel(packet.packet_id, Reason.PACKET_IDENTIFIER_NOT_FOUND))
         elif isinstance(packet, PubRel):
-            if packet.packet_id in session.incoming_qos2:
-                session.incoming_qos2.discard(packet.packet_id)
+            if session.qos2_released(packet.packet_id):
                 self.send(PubComp(packet.packet_id))
             else:
                 self.send(PubComp(packet.packet_id, Reason.PACKET_IDENTIFIER_NOT_FOUND))
@@ -332,6 +366,7 @@ class MqttConnection(asyncio.Protocol):
             self._on_subscribe(session, packet)
         elif isinstance(packet, Unsubscribe):
             codes = [self.broker.unsubscribe(session, f) for f in packet.topic_filters]
+            self.broker.save_subscriptions(session)
             self.send(UnsubAck(packet.packet_id, codes if self.version == MQTT_5 else []))
         elif isinstance(packet, PingReq):
             self.send(PingResp())
@@ -349,6 +384,7 @@ class MqttConnection(asyncio.Protocol):
         self._reader.version = packet.protocol_level
         v5 = self.version == MQTT_5
         props = packet.properties
+        self.max_packet_size = props.get(Prop.MAXIMUM_PACKET_SIZE, self.max_packet_size)
         if v5 and Prop.AUTHENTICATION_METHOD in props:
             return self._refuse(Reason.BAD_AUTHENTICATION_METHOD, "enhanced authentication is not supported")
         if len(self._connections) > self.limits.max_connections:
@@ -366,18 +402,27 @@ class MqttConnection(asyncio.Protocol):
         authorizer = self.broker.authorizer
         if packet.username is not None and authorizer.passwords is not None:
             # Password hashing is deliberately slow: done off the event loop, holding later packets meanwhile.
+            shared = self._shared
+            if shared.password_checks_waiting >= MAX_PASSWORD_CHECKS_WAITING:
+                self.broker.stats.connections_refused += 1
+                return self._refuse(Reason.SERVER_BUSY, "too many connections are being authenticated; retry later")
+            shared.password_checks_waiting += 1
             self._connecting = True
             self._pause_reading()
-            loop = asyncio.get_running_loop()
-            future = loop.run_in_executor(
-                self._shared.password_checks, authorizer.authenticate, packet.username, packet.password
-            )
+            username, password = packet.username, packet.password
+
+            def check() -> bool:
+                # A client that hung up while waiting costs no hash (and cannot make honest ones wait longer).
+                return not self._closed and authorizer.authenticate(username, password)
+
+            future = asyncio.get_running_loop().run_in_executor(shared.password_checks, check)
             future.add_done_callback(lambda f: self._connect_checked(packet, client_id, f))
             return None
         self._finish_connect(packet, client_id, authorizer.authenticate(packet.username, packet.password))
         return None
 
     def _connect_checked(self, packet: Connect, client_id: str, future: asyncio.Future[bool]) -> None:
+        self._shared.password_checks_waiting -= 1
         self._connecting = False
         if self._closed:
             return
@@ -386,8 +431,8 @@ class MqttConnection(asyncio.Protocol):
         self._continue()
 
     def _refuse(self, reason: int, text: str) -> None:
-        log.warning("client %s (%s): connection refused: %s", self.client_id or "-", self.peer, text)
-        props: Properties = {Prop.REASON_STRING: text} if self.version == MQTT_5 else {}
+        log.warning("client %s (%s): connection refused: %s", self.client_id[:100] or "-", self.peer, text[:300])
+        props: Properties = {Prop.REASON_STRING: text[:200]} if self.version == MQTT_5 else {}
         self.send(ConnAck(reason, False, props))
         self.close()
 
@@ -407,14 +452,14 @@ class MqttConnection(asyncio.Protocol):
                 return self._refuse(Reason.NOT_AUTHORIZED, f"the ACL does not allow a will on {will.topic!r}")
             if will.retain and not broker.settings.retain_available:
                 return self._refuse(Reason.RETAIN_NOT_SUPPORTED, "retained messages are turned off")
+            # The Message Expiry Interval stays relative: it counts from when the will is published (§3.1.3.2.4).
             will_props = {k: v for k, v in will.properties.items() if k != Prop.WILL_DELAY_INTERVAL}
-            self._will = self._message(will.topic, will.payload, will.qos, will.retain, will_props, client_id)
+            self._will = Message(will.topic, will.payload, will.qos, will.retain, will_props, None, client_id)
             self._will_delay = will.properties.get(Prop.WILL_DELAY_INTERVAL, 0)
         if v5:
             self._problem_information = props.get(Prop.REQUEST_PROBLEM_INFORMATION, 1) == 1
             expiry = props.get(Prop.SESSION_EXPIRY_INTERVAL, 0)
             self.receive_maximum = min(props.get(Prop.RECEIVE_MAXIMUM, 65535), self.limits.max_inflight)
-            self.max_packet_size = props.get(Prop.MAXIMUM_PACKET_SIZE, 1 << 28)
         else:
             expiry = 0 if packet.clean_start else NEVER_EXPIRES
         self._keepalive = packet.keep_alive
@@ -502,6 +547,7 @@ class MqttConnection(asyncio.Protocol):
             codes.append(code)
             if code < 0x80:
                 fresh.append((sub.topic_filter, new))
+        self.broker.save_subscriptions(session)
         self.send(SubAck(packet.packet_id, codes))
         for topic_filter, new in fresh:
             self.broker.send_retained(session, topic_filter, new)
@@ -542,8 +588,11 @@ class MqttConnection(asyncio.Protocol):
                 )
                 return
             if qos == 2 and pid in session.incoming_qos2:
-                # §4.3.3: a resent QoS 2 PUBLISH we already own is acknowledged again, not delivered again.
-                self._after(None, lambda _exc: self.send(PubRec(pid)))
+                # §4.3.3: a resent QoS 2 PUBLISH we already own is acknowledged again, not delivered again. If the
+                # first copy is still with its hook (perhaps on a connection since taken over), the answer waits
+                # for the hook; if the hook refused it, this copy is handled as a new message.
+                first = session.incoming_qos2[pid]
+                self._after(first, lambda exc: self._on_publish(packet) if exc else self.send(PubRec(pid)))
                 return
             if qos == 1:
                 self._qos1_unacked += 1
@@ -551,22 +600,25 @@ class MqttConnection(asyncio.Protocol):
             log.info("client %s: publish to %r denied by the ACL", session.client_id, topic)
             broker.stats.publish_rejected += 1
             denied = PublishRejected("the ACL does not allow publishing here", Reason.NOT_AUTHORIZED)
-            self._after(None, lambda _exc: self._finish_publish(None, qos, pid, denied))
+            self._after(None, lambda _exc: self._finish_publish(session, None, qos, pid, denied))
             return
         message = self._message(topic, packet.payload, qos, packet.retain, props, session.client_id)
-        if qos == 2:
-            session.incoming_qos2.add(pid)
         if broker.hooks_for(topic):
             task: asyncio.Future[None] = asyncio.ensure_future(broker.run_hooks(message, self.info))
-            self._after(task, lambda exc: self._finish_publish(message, qos, pid, exc))
+            if qos == 2:
+                session.incoming_qos2[pid] = task
+            self._after(task, lambda exc: self._finish_publish(session, message, qos, pid, exc))
         elif self._ordered:
-            self._after(None, lambda _exc: self._finish_publish(message, qos, pid, None))
+            if qos == 2:
+                session.incoming_qos2[pid] = None
+            self._after(None, lambda _exc: self._finish_publish(session, message, qos, pid, None))
         else:
             broker.route(message)
             if qos == 1:
                 self._qos1_unacked -= 1
                 self.write(ack_bytes(0x40, pid))
             elif qos == 2:
+                session.qos2_accepted(pid)
                 self.write(ack_bytes(0x50, pid))
 
     def _may_publish(self, username: str | None, client_id: str, topic: str) -> bool:
@@ -613,14 +665,21 @@ class MqttConnection(asyncio.Protocol):
             self._reading_paused = False
             self.transport.resume_reading()  # type: ignore[union-attr]
 
-    def _finish_publish(self, message: Message | None, qos: int, pid: int, error: BaseException | None) -> None:
-        session = self.session
+    def _finish_publish(
+        self, session: Session, message: Message | None, qos: int, pid: int, error: BaseException | None
+    ) -> None:
+        """Route and acknowledge a message once its hooks are done, in arrival order. `session` is the one the
+        message arrived in: the connection may have lost it to a takeover since."""
         reason: int = Reason.SUCCESS
         text = ""
         if qos == 1:
             self._qos1_unacked -= 1
+        if self._abandoned:
+            return  # the client will send these again, after what was refused before them
         if error is None and message is not None:
             self.broker.route(message)
+            if qos == 2:
+                session.qos2_accepted(pid)
         else:
             if isinstance(error, PublishRejected):
                 reason, text, retry = error.reason_code, error.reason, error.retry
@@ -635,11 +694,12 @@ class MqttConnection(asyncio.Protocol):
             if message is not None:
                 self.broker.stats.publish_rejected += 1
                 log.warning("client %s: message on %r rejected: %s", self.client_id, message.topic, text)
-            if qos == 2 and session is not None:
-                session.incoming_qos2.discard(pid)
+            if qos == 2:
+                session.incoming_qos2.pop(pid, None)
             if self.version != MQTT_5 and retry and qos:
                 # A 3.1.1 client cannot be told; closing without an acknowledgement makes it send again later,
                 # so a reading we could not store is not lost.
+                self._abandoned = True
                 self._protocol_error(f"message on {message.topic if message else '?'} not stored: {text}", None)
                 return
             # Otherwise a 3.1.1 client gets a positive acknowledgement (§3.3.5: its only other choice is closing,

@@ -10,6 +10,8 @@ Keys, all bytes:
   s<client id>                      -> session record (JSON)
   d<client id>\\x00<seq, 8 bytes BE>  -> one queued or in-flight delivery
   r<topic>                          -> retained message
+  i<client id>\\x00<packet id, 2 bytes> -> a QoS 2 message received from the client, PUBREL not yet seen
+  w<client id>                      -> a will waiting for its delay: due time, then the message
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ _SEQ = struct.Struct(">Q")
 # qos, retain, released, packet id, number of subscription identifiers
 _DELIVERY_HEAD = struct.Struct(">BBBHH")
 _EXPIRY = struct.Struct(">Bd")
+_DUE = struct.Struct(">d")
 
 
 @dataclass(slots=True)
@@ -84,6 +87,10 @@ def _delivery_prefix(client_id: str) -> bytes:
     return b"d" + client_id.encode() + b"\x00"
 
 
+def _incoming_prefix(client_id: str) -> bytes:
+    return b"i" + client_id.encode() + b"\x00"
+
+
 class BrokerState:
     def __init__(self, path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
@@ -117,8 +124,8 @@ class BrokerState:
 
     def delete_session(self, client_id: str) -> None:
         self._batch.delete(_session_key(client_id))
-        prefix = _delivery_prefix(client_id)
-        self._batch.delete_range(prefix, prefix[:-1] + b"\x01")
+        for prefix in (_delivery_prefix(client_id), _incoming_prefix(client_id)):
+            self._batch.delete_range(prefix, prefix[:-1] + b"\x01")
         self._gathered()
 
     def put_delivery(self, client_id: str, delivery: Delivery) -> None:
@@ -134,6 +141,20 @@ class BrokerState:
 
     def delete_delivery(self, client_id: str, seq: int) -> None:
         self._batch.delete(_delivery_prefix(client_id) + _SEQ.pack(seq))
+        self._gathered()
+
+    def put_incoming_qos2(self, client_id: str, packet_id: int) -> None:
+        self._put(_incoming_prefix(client_id) + packet_id.to_bytes(2, "big"), b"")
+
+    def delete_incoming_qos2(self, client_id: str, packet_id: int) -> None:
+        self._batch.delete(_incoming_prefix(client_id) + packet_id.to_bytes(2, "big"))
+        self._gathered()
+
+    def put_will(self, client_id: str, will: Message, due: float) -> None:
+        self._put(b"w" + client_id.encode(), _DUE.pack(due) + encode_message(will))
+
+    def delete_will(self, client_id: str) -> None:
+        self._batch.delete(b"w" + client_id.encode())
         self._gathered()
 
     def put_retained(self, message: Message) -> None:
@@ -192,6 +213,15 @@ class BrokerState:
             ids = [_SEQ.unpack_from(value, pos + 8 * i)[0] for i in range(n_ids)]
             message = decode_message(value[pos + 8 * n_ids :])
             yield Delivery(message, qos, bool(retain), ids, seq, packet_id, bool(released))
+
+    def incoming_qos2(self, client_id: str) -> Iterator[int]:
+        prefix = _incoming_prefix(client_id)
+        for key, _value in self._scan(prefix):
+            yield int.from_bytes(key[len(prefix) :], "big")
+
+    def wills(self) -> Iterator[tuple[str, float, Message]]:
+        for key, value in self._scan(b"w"):
+            yield key[1:].decode(), _DUE.unpack_from(value)[0], decode_message(value[_DUE.size :])
 
     def retained(self) -> Iterator[Message]:
         for _key, value in self._scan(b"r"):

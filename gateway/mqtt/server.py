@@ -57,18 +57,25 @@ class MqttServer:
     async def stop(self) -> None:
         for server in self._servers:
             server.close()
+        loop = asyncio.get_running_loop()
+        # Messages already with their hooks (being stored) are finished and acknowledged before anything closes.
+        for connection in self._shared.connections:
+            connection.stop_reading()
+        deadline = loop.time() + 5.0
+        while any(c.busy for c in self._shared.connections) and loop.time() < deadline:
+            await asyncio.sleep(0.01)
         for connection in list(self._shared.connections):
             connection.shut_down()
         # Let every connection finish (its session saved, its socket flushed) before the broker stops.
-        deadline = asyncio.get_running_loop().time() + 2.0
-        while self._shared.connections and asyncio.get_running_loop().time() < deadline:
+        deadline = loop.time() + 2.0
+        while self._shared.connections and loop.time() < deadline:
             await asyncio.sleep(0.01)
         for connection in list(self._shared.connections):
             connection.abort()
         for server in self._servers:
             await server.wait_closed()
         self._servers.clear()
-        self._shared.password_checks.shutdown(wait=True, cancel_futures=True)
+        self._shared.password_checks.shutdown(wait=False, cancel_futures=True)
 
     @property
     def connections(self) -> set[MqttConnection]:

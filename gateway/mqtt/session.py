@@ -12,9 +12,12 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from gateway.mqtt.codec import MQTT_5, Prop, Properties, ack_bytes, publish_bytes
+
+if TYPE_CHECKING:
+    import asyncio
 
 log = logging.getLogger("gateway.mqtt")
 
@@ -78,6 +81,10 @@ class StateStore(Protocol):
 
     def delete_delivery(self, client_id: str, seq: int) -> None: ...
 
+    def put_incoming_qos2(self, client_id: str, packet_id: int) -> None: ...
+
+    def delete_incoming_qos2(self, client_id: str, packet_id: int) -> None: ...
+
 
 class SessionCounters(Protocol):
     messages_sent: int
@@ -99,6 +106,7 @@ class Session:
         "max_queued",
         "queue",
         "queue_qos0",
+        "resend",
         "store",
         "subscriptions",
         "username",
@@ -126,7 +134,11 @@ class Session:
         self.inflight: dict[int, Delivery] = {}
         # Created on first use: an empty deque costs most of a kilobyte, and most sessions never queue.
         self.queue: deque[Delivery] | None = None
-        self.incoming_qos2: set[int] = set()  # packet ids received at QoS 2, PUBREL not yet seen
+        # Packet ids of QoS 2 messages from the client whose PUBREL has not come yet, each with the hook still
+        # deciding whether the message is accepted, or None once it was (PUBREC sent): §4.3.3 method A.
+        self.incoming_qos2: dict[int, asyncio.Future[None] | None] = {}
+        # Packet ids of in-flight messages still to be sent again after a reconnect, as the window allows.
+        self.resend: deque[int] | None = None
         self.disconnected_at: float | None = None
         self.dropped = 0
         self._next_packet_id = 1
@@ -192,6 +204,18 @@ class Session:
         if conn is None:
             return
         window = conn.receive_maximum
+        resend = self.resend
+        while resend and conn.writable:
+            # §4.9: what was in flight before a reconnect goes again first, within the client's new window.
+            if len(self.inflight) - len(resend) >= window:
+                return
+            delivery = self.inflight.get(resend.popleft())
+            if delivery is None:
+                continue
+            if delivery.released:
+                conn.write(ack_bytes(0x62, delivery.packet_id))
+            else:
+                self._send(conn, delivery, dup=True)
         queue = self.queue
         while queue and conn.writable:
             delivery = queue[0]
@@ -207,14 +231,7 @@ class Session:
 
     def resend_inflight(self) -> None:
         """After a reconnect, resend unacknowledged PUBLISH packets with DUP set and PUBRELs (§4.4)."""
-        conn = self.connection
-        if conn is None:
-            return
-        for delivery in list(self.inflight.values()):
-            if delivery.released:
-                conn.write(ack_bytes(0x62, delivery.packet_id))
-            else:
-                self._send(conn, delivery, dup=True)
+        self.resend = deque(self.inflight) if self.inflight else None
         self.pump()
 
     def _allocate_packet_id(self) -> int:
@@ -229,8 +246,8 @@ class Session:
         props = message.properties
         if message.expires_at is not None:
             remaining = message.expires_at - time.time()
-            if remaining <= 0:
-                self._forget(delivery)  # §3.3.2.3.3: an expired message is not delivered
+            if remaining <= 0 and not dup:
+                self._forget(delivery)  # §3.3.2.3.3: an expired message is not delivered, unless already begun
                 return
             if conn.version == MQTT_5:
                 props = {**props, Prop.MESSAGE_EXPIRY_INTERVAL: max(1, round(remaining))}
@@ -252,6 +269,24 @@ class Session:
             self.inflight.pop(delivery.packet_id, None)
         if delivery.seq and self.store is not None:
             self.store.delete_delivery(self.client_id, delivery.seq)
+
+    # -- QoS 2 messages from the client ---------------------------------------------------------------------
+
+    def qos2_accepted(self, packet_id: int) -> None:
+        """The message was routed and its PUBREC is going out: from now on a resend is not a new message, also
+        after a gateway restart."""
+        self.incoming_qos2[packet_id] = None
+        if self.store is not None:
+            self.store.put_incoming_qos2(self.client_id, packet_id)
+
+    def qos2_released(self, packet_id: int) -> bool:
+        """PUBREL: the packet id may be reused for a new message. False when it was not in use."""
+        if packet_id not in self.incoming_qos2:
+            return False
+        del self.incoming_qos2[packet_id]
+        if self.store is not None:
+            self.store.delete_incoming_qos2(self.client_id, packet_id)
+        return True
 
     # -- acknowledgements from the client -------------------------------------------------------------------
 

@@ -14,6 +14,10 @@ T = TypeVar("T")
 SHARE_PREFIX = "$share/"
 MAX_TOPIC_BYTES = 65_535
 _MATCH_CACHE_SIZE = 4096
+# Longer topics are matched but not cached: the cache is bounded in entries, so its keys must be small too.
+MAX_CACHED_TOPIC = 256
+# Like mosquitto's limit on topic hierarchy depth: matching recurses once per level.
+MAX_LEVELS = 128
 
 
 def topic_name_error(topic: str) -> str | None:
@@ -24,6 +28,8 @@ def topic_name_error(topic: str) -> str | None:
         return "a topic name must not contain the wildcards '+' or '#'"
     if len(topic.encode("utf-8")) > MAX_TOPIC_BYTES:
         return "a topic name is longer than 65,535 bytes"
+    if topic.count("/") >= MAX_LEVELS:
+        return f"a topic name has more than {MAX_LEVELS} levels"
     return None
 
 
@@ -39,6 +45,8 @@ def filter_error(topic_filter: str) -> str | None:
             return "a shared subscription needs a filter after the group: $share/<group>/<filter>"
         topic_filter = rest
     levels = topic_filter.split("/")
+    if len(levels) > MAX_LEVELS:
+        return f"a topic filter has more than {MAX_LEVELS} levels"
     for i, level in enumerate(levels):
         if "#" in level and (level != "#" or i != len(levels) - 1):
             return "'#' must be a whole level and the last one"
@@ -174,7 +182,8 @@ class SubscriptionTree(Generic[T]):
         self._collect(self._root, topic.split("/"), 0, topic.startswith("$"), [], result)
         if len(self._cache) >= _MATCH_CACHE_SIZE:
             self._cache.clear()
-        self._cache[topic] = result
+        if len(topic) <= MAX_CACHED_TOPIC:
+            self._cache[topic] = result
         return result
 
     def _collect(
