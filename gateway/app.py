@@ -77,6 +77,8 @@ class Gateway:
             retain_available=mqtt.retain_available,
             sys_interval=mqtt.sys_interval,
             max_subscriptions=mqtt.max_subscriptions_per_client,
+            max_queued_bytes=mqtt.max_queued_bytes,
+            max_retained_bytes=mqtt.max_retained_bytes,
         )
         self.broker = Broker(settings, build_authorizer(config), self.state)
         limits = ConnectionLimits(

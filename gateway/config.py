@@ -81,6 +81,15 @@ class MqttOptions:
     max_subscriptions_per_client: int = _opt(
         1000, "Most subscriptions one client may hold; more are refused (MQTT 5 reason 0x97).", minimum=1
     )
+    max_queued_bytes: int = _opt(
+        8 << 20, "Most payload bytes waiting for one client; further messages are dropped and counted.", minimum=1
+    )
+    max_retained_bytes: int = _opt(
+        32 << 20,
+        "Most payload bytes of retained messages in all (they are kept in memory); a retained message that would "
+        "exceed it is routed but not kept.",
+        minimum=0,
+    )
     queue_qos0_messages: bool = _opt(False, "Also queue QoS 0 messages for offline persistent sessions.")
     max_keepalive: int = _opt(
         0, "Longest keep-alive granted to MQTT 5 clients, in seconds; 0: no limit.", minimum=0, maximum=65535

@@ -61,6 +61,8 @@ class BrokerSettings:
     retain_available: bool = True
     sys_interval: float = 10.0
     max_subscriptions: int = 1000
+    max_queued_bytes: int = 8 << 20
+    max_retained_bytes: int = 32 << 20
 
 
 class Stats:
@@ -113,6 +115,7 @@ class Broker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
         self._flush_scheduled = False
+        self._retained_bytes = 0
         if state is not None:
             state.on_dirty = self._schedule_flush
 
@@ -141,6 +144,7 @@ class Broker:
     def _load_state(self, state: BrokerState) -> None:
         for message in state.retained():
             self.retained[message.topic] = message
+            self._retained_bytes += len(message.payload)
         for record in state.sessions():
             session = self._new_session(record.client_id, record.expiry_interval)
             session.username = record.username
@@ -165,6 +169,7 @@ class Broker:
             expiry_interval,
             self.settings.max_queued_messages,
             self.stats,
+            max_queued_bytes=self.settings.max_queued_bytes,
             queue_qos0=self.settings.queue_qos0_messages,
             store=self.state if expiry_interval and self.state is not None else None,
         )
@@ -465,12 +470,28 @@ class Broker:
         if not message.payload:
             self._delete_retained(topic)  # §3.3.1.3: an empty retained message deletes the retained one
             return
+        old = self.retained.get(topic)
+        grown = len(message.payload) - (len(old.payload) if old is not None else 0)
+        if grown > 0 and self._retained_bytes + grown > self.settings.max_retained_bytes:
+            self.stats.messages_dropped += 1
+            log.warning(
+                "retained message on %r not kept: retained messages would exceed %d bytes ([mqtt] "
+                "max_retained_bytes); delete unused ones by publishing an empty retained message",
+                topic[:100],
+                self.settings.max_retained_bytes,
+            )
+            return
         self.retained[topic] = message
+        self._retained_bytes += grown
         if self.state is not None and not topic.startswith(SYS_PREFIX):
             self.state.put_retained(message)
 
     def _delete_retained(self, topic: str) -> None:
-        if self.retained.pop(topic, None) is not None and self.state is not None:
+        old = self.retained.pop(topic, None)
+        if old is None:
+            return
+        self._retained_bytes -= len(old.payload)
+        if self.state is not None:
             self.state.delete_retained(topic)
 
     # -- housekeeping -------------------------------------------------------------------------------------------

@@ -104,8 +104,10 @@ class Session:
         "incoming_qos2",
         "inflight",
         "max_queued",
+        "max_queued_bytes",
         "queue",
         "queue_qos0",
+        "queued_bytes",
         "resend",
         "store",
         "subscriptions",
@@ -119,12 +121,15 @@ class Session:
         max_queued: int,
         counters: SessionCounters,
         *,
+        max_queued_bytes: int = 1 << 62,
         queue_qos0: bool = False,
         store: StateStore | None = None,
     ) -> None:
         self.client_id = client_id
         self.expiry_interval = expiry_interval
         self.max_queued = max_queued
+        self.max_queued_bytes = max_queued_bytes
+        self.queued_bytes = 0  # payload bytes waiting or in flight: what a slow or absent client costs
         self.queue_qos0 = queue_qos0
         self.counters = counters
         self.store = store  # None unless the session outlives its connection
@@ -162,17 +167,20 @@ class Session:
             return
         if conn is None and qos == 0 and not self.queue_qos0:
             return
-        if (len(self.queue) if self.queue else 0) + len(self.inflight) >= self.max_queued:
+        if (len(self.queue) if self.queue else 0) + len(self.inflight) >= self.max_queued or self.queued_bytes + len(
+            message.payload
+        ) > self.max_queued_bytes:
             # Dropping the newest keeps what the client was already promised in order; counted and visible.
             self.dropped += 1
             self.counters.messages_dropped += 1
             if self.dropped == 1 or self.dropped % 1000 == 0:
                 log.warning(
-                    "client %s: %d messages dropped so far: its queue is full (%d messages, "
-                    "[mqtt] max_queued_messages); the client is offline or reads too slowly",
+                    "client %s: %d messages dropped so far: its queue is full (%d messages or %d bytes, "
+                    "[mqtt] max_queued_messages / max_queued_bytes); the client is offline or reads too slowly",
                     self.client_id,
                     self.dropped,
                     self.max_queued,
+                    self.max_queued_bytes,
                 )
             return
         delivery = Delivery(message, qos, retain, identifiers)
@@ -189,11 +197,13 @@ class Session:
         self._next_seq = max(self._next_seq, delivery.seq + 1)
         if delivery.packet_id:
             self.inflight[delivery.packet_id] = delivery
+            self.queued_bytes += len(delivery.message.payload)
             self._next_packet_id = max(self._next_packet_id, delivery.packet_id % 0xFFFF + 1)
         else:
             self._enqueue(delivery)
 
     def _enqueue(self, delivery: Delivery) -> None:
+        self.queued_bytes += len(delivery.message.payload)
         if self.queue is None:
             self.queue = deque()
         self.queue.append(delivery)
@@ -227,6 +237,8 @@ class Session:
                 if self.store is not None and delivery.seq:
                     self.store.put_delivery(self.client_id, delivery)
             queue.popleft()
+            if not delivery.qos:
+                self.queued_bytes -= len(delivery.message.payload)
             self._send(conn, delivery)
 
     def resend_inflight(self) -> None:
@@ -265,6 +277,8 @@ class Session:
         self.counters.messages_sent += 1
 
     def _forget(self, delivery: Delivery) -> None:
+        if delivery.qos:
+            self.queued_bytes -= len(delivery.message.payload)
         if delivery.packet_id:
             self.inflight.pop(delivery.packet_id, None)
         if delivery.seq and self.store is not None:
@@ -318,3 +332,4 @@ class Session:
             self._forget(delivery)
         self.inflight.clear()
         self.queue = None
+        self.queued_bytes = 0

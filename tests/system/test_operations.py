@@ -8,6 +8,7 @@ import datetime
 import importlib
 import importlib.util
 import ipaddress
+import queue
 import random
 import re
 import shutil
@@ -826,3 +827,68 @@ def test_gateway_config_output_is_toml_that_starts_the_gateway(
     clients.append(pub)
     pub.publish("defaults/ok", b"started", qos=1)
     assert sub.expect().payload == b"started"
+
+
+def _drain(client: Client, wait: float = 1.0) -> list[bytes]:
+    got = []
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            got.append(bytes(client.messages.get(timeout=max(0.01, deadline - time.monotonic())).payload))
+        except queue.Empty:
+            break
+    return got
+
+
+def test_queued_bytes_per_client_are_bounded(gateway_factory: Callable[..., Gateway], clients: list[Client]) -> None:
+    """A client that is away costs at most max_queued_bytes: the oldest messages are kept, newer ones dropped
+    and counted in $SYS/broker/messages/dropped."""
+    gateway = gateway_factory("[mqtt]\nmax_queued_bytes = 1000\nsys_interval = 1\n")
+    port = gateway.mqtt_port
+    sub = Client(port, "away", clean=False)
+    clients.append(sub)
+    assert sub.subscribe("bytes/#", 1) == [1]
+    sub.close()
+    pub = Client(port, "bytes-pub")
+    clients.append(pub)
+    for i in range(5):
+        pub.publish("bytes/t", bytes([65 + i]) * 300, 1)
+    back = Client(port, "away", clean=False)
+    clients.append(back)
+    assert [p[:1] for p in _drain(back)] == [b"A", b"B", b"C"]
+    watcher = Client(port, "bytes-watch")
+    clients.append(watcher)
+    watcher.subscribe("$SYS/broker/messages/dropped", 0)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if int(watcher.expect(5).payload) >= 2:
+            break
+    else:
+        raise AssertionError("drops not counted in $SYS/broker/messages/dropped")
+    assert "messages dropped so far" in gateway.log()
+
+
+def test_retained_bytes_are_bounded(gateway_factory: Callable[..., Gateway], clients: list[Client]) -> None:
+    """Retained messages live in memory: beyond max_retained_bytes a new one is routed but not kept, while
+    replacing or deleting existing ones still works."""
+    gateway = gateway_factory("[mqtt]\nmax_retained_bytes = 1000\n")
+    port = gateway.mqtt_port
+    pub = Client(port, "ret-pub")
+    clients.append(pub)
+    live = Client(port, "ret-live")
+    clients.append(live)
+    live.subscribe("ret/#", 0)
+    for name in ("a", "b", "c"):
+        pub.publish(f"ret/{name}", name.encode() * 400, 1, retain=True)
+    assert sorted(p[:1] for p in _drain(live)) == [b"a", b"b", b"c"]  # all three routed
+    late = Client(port, "ret-late")
+    clients.append(late)
+    late.subscribe("ret/#", 0)
+    assert sorted(p[:1] for p in _drain(late)) == [b"a", b"b"]  # the third was not kept
+    pub.publish("ret/a", b"", 1, retain=True)  # deleting frees room
+    pub.publish("ret/c", b"c" * 400, 1, retain=True)
+    later = Client(port, "ret-later")
+    clients.append(later)
+    later.subscribe("ret/#", 0)
+    assert sorted(p[:1] for p in _drain(later)) == [b"b", b"c"]
+    assert "max_retained_bytes" in gateway.log()
