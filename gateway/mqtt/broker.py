@@ -501,6 +501,10 @@ class Broker:
         while True:
             now = time.time()
             self.expire_sessions(now)
+            try:
+                self.flush_state()  # retries what a failed write left gathered
+            except Exception as exc:
+                log.error("cannot write the broker state (%s): acknowledgements are withheld until it can", exc)
             if self.settings.sys_interval > 0 and now >= next_sys:
                 self.publish_sys()
                 next_sys = now + self.settings.sys_interval

@@ -328,7 +328,10 @@ class MqttConnection(asyncio.Protocol):
                 return
             if self._connecting or len(self._ordered) >= self.limits.receive_maximum:
                 self._held.extend(packets[i:])
-                self._pause_reading()
+                # While a password is checked the socket is still read (up to a bound), so that a client
+                # hanging up is noticed and its check skipped.
+                if not self._connecting or len(self._held) >= self.limits.receive_maximum:
+                    self._pause_reading()
                 return
             if type(packet) is Publish:
                 self._on_publish(packet)
@@ -408,7 +411,6 @@ class MqttConnection(asyncio.Protocol):
                 return self._refuse(Reason.SERVER_BUSY, "too many connections are being authenticated; retry later")
             shared.password_checks_waiting += 1
             self._connecting = True
-            self._pause_reading()
             username, password = packet.username, packet.password
 
             def check() -> bool:

@@ -101,8 +101,10 @@ class BrokerState:
                 f"cannot open the broker state database in {path}: {exc}. "
                 "Is another gateway running with the same data directory?"
             ) from exc
-        self._batch = WriteBatch(raw_mode=True)
-        self._pending = 0
+        # Gathered writes: (key, value) puts, (key, None) deletes, (start, end) range deletes as a third form.
+        # Kept as a list rather than a WriteBatch because RocksDB consumes a batch even when writing it fails,
+        # and a failed flush must be retried whole.
+        self._ops: list[tuple[bytes, bytes | None, bytes | None]] = []
         self._closed = False
         # Called when the first write is gathered after a flush, so that the owner schedules the next flush.
         self.on_dirty: Callable[[], None] = lambda: None
@@ -123,10 +125,9 @@ class BrokerState:
         self._put(_session_key(record.client_id), json.dumps(value).encode())
 
     def delete_session(self, client_id: str) -> None:
-        self._batch.delete(_session_key(client_id))
+        self._delete(_session_key(client_id))
         for prefix in (_delivery_prefix(client_id), _incoming_prefix(client_id)):
-            self._batch.delete_range(prefix, prefix[:-1] + b"\x01")
-        self._gathered()
+            self._gather((prefix, None, prefix[:-1] + b"\x01"))
 
     def put_delivery(self, client_id: str, delivery: Delivery) -> None:
         head = _DELIVERY_HEAD.pack(
@@ -140,48 +141,51 @@ class BrokerState:
         self._put(_delivery_prefix(client_id) + _SEQ.pack(delivery.seq), head + ids + encode_message(delivery.message))
 
     def delete_delivery(self, client_id: str, seq: int) -> None:
-        self._batch.delete(_delivery_prefix(client_id) + _SEQ.pack(seq))
-        self._gathered()
+        self._delete(_delivery_prefix(client_id) + _SEQ.pack(seq))
 
     def put_incoming_qos2(self, client_id: str, packet_id: int) -> None:
         self._put(_incoming_prefix(client_id) + packet_id.to_bytes(2, "big"), b"")
 
     def delete_incoming_qos2(self, client_id: str, packet_id: int) -> None:
-        self._batch.delete(_incoming_prefix(client_id) + packet_id.to_bytes(2, "big"))
-        self._gathered()
+        self._delete(_incoming_prefix(client_id) + packet_id.to_bytes(2, "big"))
 
     def put_will(self, client_id: str, will: Message, due: float) -> None:
         self._put(b"w" + client_id.encode(), _DUE.pack(due) + encode_message(will))
 
     def delete_will(self, client_id: str) -> None:
-        self._batch.delete(b"w" + client_id.encode())
-        self._gathered()
+        self._delete(b"w" + client_id.encode())
 
     def put_retained(self, message: Message) -> None:
         self._put(b"r" + message.topic.encode(), encode_message(message))
 
     def delete_retained(self, topic: str) -> None:
-        self._batch.delete(b"r" + topic.encode())
-        self._gathered()
+        self._delete(b"r" + topic.encode())
 
     def _put(self, key: bytes, value: bytes) -> None:
-        self._batch.put(key, value)
-        self._gathered()
+        self._gather((key, value, None))
 
-    def _gathered(self) -> None:
-        self._pending += 1
-        if self._pending == 1:
+    def _delete(self, key: bytes) -> None:
+        self._gather((key, None, None))
+
+    def _gather(self, op: tuple[bytes, bytes | None, bytes | None]) -> None:
+        self._ops.append(op)
+        if len(self._ops) == 1:
             self.on_dirty()
 
-    @property
-    def dirty(self) -> bool:
-        return self._pending > 0
-
     def flush(self) -> None:
-        if self._pending and not self._closed:
-            self._db.write(self._batch)
-            self._batch = WriteBatch(raw_mode=True)
-            self._pending = 0
+        """Write everything gathered in one batch; if that fails, it stays gathered for the next flush."""
+        if not self._ops or self._closed:
+            return
+        batch = WriteBatch(raw_mode=True)
+        for key, value, end in self._ops:
+            if value is not None:
+                batch.put(key, value)
+            elif end is not None:
+                batch.delete_range(key, end)
+            else:
+                batch.delete(key)
+        self._db.write(batch)
+        self._ops.clear()
 
     def close(self) -> None:
         self.flush()
