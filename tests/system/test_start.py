@@ -38,3 +38,12 @@ def test_bad_config_key_is_refused_with_file_key_and_reason(tmp_path) -> None:
     )
     assert result.returncode == 2
     assert str(config) in result.stderr and "'portt'" in result.stderr and "[mqtt]" in result.stderr
+
+
+def test_ports_of_listeners_not_built_yet_are_accepted_with_a_warning(gateway_factory) -> None:
+    """The appliance's command line is fixed (`--http-port`, `--mqttsn-port`) before those listeners exist:
+    scripts using it must run, and the log must say the values are ignored."""
+    gateway = gateway_factory(extra_args=("--http-port", "0", "--mqttsn-port", "0"))
+    assert set(gateway.endpoints) == {"mqtt"}
+    log = gateway.log()
+    assert "--http-port 0 ignored" in log and "--mqttsn-port 0 ignored" in log
