@@ -256,31 +256,29 @@ class Publish:
 
 
 @dataclass(slots=True)
-class PubAck:
+class Acknowledgement:
+    """The layout PUBACK, PUBREC, PUBREL and PUBCOMP share (§3.4 to §3.7); packets of different types are
+    never equal."""
+
     packet_id: int
     reason_code: int = Reason.SUCCESS
     properties: Properties = field(default_factory=dict)
 
 
-@dataclass(slots=True)
-class PubRec:
-    packet_id: int
-    reason_code: int = Reason.SUCCESS
-    properties: Properties = field(default_factory=dict)
+class PubAck(Acknowledgement):
+    __slots__ = ()
 
 
-@dataclass(slots=True)
-class PubRel:
-    packet_id: int
-    reason_code: int = Reason.SUCCESS
-    properties: Properties = field(default_factory=dict)
+class PubRec(Acknowledgement):
+    __slots__ = ()
 
 
-@dataclass(slots=True)
-class PubComp:
-    packet_id: int
-    reason_code: int = Reason.SUCCESS
-    properties: Properties = field(default_factory=dict)
+class PubRel(Acknowledgement):
+    __slots__ = ()
+
+
+class PubComp(Acknowledgement):
+    __slots__ = ()
 
 
 @dataclass(slots=True)
@@ -346,10 +344,7 @@ Packet = (
     Connect
     | ConnAck
     | Publish
-    | PubAck
-    | PubRec
-    | PubRel
-    | PubComp
+    | Acknowledgement
     | Subscribe
     | SubAck
     | Unsubscribe
@@ -749,7 +744,7 @@ class Reader:
         return Subscribe(packet_id, subscriptions, props)
 
 
-_ACK_CLASSES: dict[int, type[PubAck | PubRec | PubRel | PubComp]] = {
+_ACK_CLASSES: dict[int, type[Acknowledgement]] = {
     _P.PUBACK: PubAck,
     _P.PUBREC: PubRec,
     _P.PUBREL: PubRel,
@@ -759,6 +754,8 @@ _ACK_CLASSES: dict[int, type[PubAck | PubRec | PubRel | PubComp]] = {
 
 # ---------------------------------------------------------------------------------------------------------------
 # Encoding
+
+_ACK_FIRST_BYTES = {PubAck: 0x40, PubRec: 0x50, PubRel: 0x62, PubComp: 0x70}
 
 
 def encode_varint(value: int) -> bytes:
@@ -858,8 +855,8 @@ def encode(packet: Packet, version: int) -> bytes:
     v5 = version == MQTT_5
     if isinstance(packet, Publish):
         return encode_publish(packet, version)
-    if isinstance(packet, PubAck | PubRec | PubRel | PubComp):
-        first = {PubAck: 0x40, PubRec: 0x50, PubRel: 0x62, PubComp: 0x70}[type(packet)]
+    if isinstance(packet, Acknowledgement):
+        first = _ACK_FIRST_BYTES[type(packet)]
         body = _U16.pack(packet.packet_id)
         # §3.4.2.1: reason code and properties may be left out when success with no properties.
         if v5 and (packet.reason_code or packet.properties):
