@@ -1,0 +1,205 @@
+"""The time-series store: tag tables of series of (time, value) readings in one RocksDB, sized for a small board.
+
+Knows nothing of MQTT or HTTP. Tables and series are numbered as they first appear; their records travel in the
+same batch as the first reading that needs them, so after a crash no reading refers to an unknown series.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from rocksdict import BlockBasedOptions, Cache, Options, Rdict
+
+from gateway.store import keys
+from gateway.store.writer import Put, Writer
+
+MAX_NAME_BYTES = 200
+
+
+class StoreError(Exception):
+    """A request the store cannot carry out; the message says why and what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    name: str
+    id: int
+    created_ns: int
+
+
+@dataclass(slots=True)
+class StoreOptions:
+    write_buffer_bytes: int = 4 << 20
+    block_cache_bytes: int = 8 << 20
+    max_open_files: int = 64
+    commit_interval: float = 0.002
+    auto_create_tables: bool = True
+
+
+def _rocksdb_options(options: StoreOptions) -> Options:
+    # RocksDB's defaults are sized for servers (64 MiB memtables, unbounded table cache); a Pi Zero 2 W has 512 MB
+    # for everything, so each memory consumer is set explicitly.
+    opts = Options(raw_mode=True)
+    opts.create_if_missing(True)
+    opts.set_write_buffer_size(options.write_buffer_bytes)
+    opts.set_max_write_buffer_number(2)
+    opts.set_max_open_files(options.max_open_files)
+    opts.set_max_background_jobs(1)
+    opts.set_keep_log_file_num(2)
+    table = BlockBasedOptions()
+    table.set_block_cache(Cache(options.block_cache_bytes))  # an LRU cache
+    table.set_bloom_filter(10, False)
+    opts.set_block_based_table_factory(table)
+    return opts
+
+
+class TimeSeriesStore:
+    def __init__(self, path: Path, options: StoreOptions | None = None) -> None:
+        self.options = options or StoreOptions()
+        path.mkdir(parents=True, exist_ok=True)
+        rocksdb_options = _rocksdb_options(self.options)
+        try:
+            self.db = Rdict(str(path), rocksdb_options)
+        except Exception as exc:
+            raise StoreError(
+                f"cannot open the readings database in {path}: {exc}. Is another gateway running with the same "
+                "data directory?"
+            ) from exc
+        self.writer = Writer(self.db, self.options.commit_interval)
+        self._tables: dict[str, Table] = {}
+        self._series: dict[tuple[int, str], int] = {}
+        self._next_table = 1
+        self._next_series = 1
+        self._load_catalog()
+
+    def _items(self, from_key: bytes, *, backwards: bool = False) -> Iterator[tuple[bytes, bytes]]:
+        for key, value in self.db.items(backwards=backwards, from_key=from_key):
+            assert isinstance(key, bytes) and isinstance(value, bytes)  # raw mode
+            yield key, value
+
+    def _scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        for key, value in self._items(prefix):
+            if not key.startswith(prefix):
+                return
+            yield key, value
+
+    def _load_catalog(self) -> None:
+        for _key, value in self._scan(keys.TABLE):
+            record = json.loads(value)
+            table = Table(record["name"], record["id"], record["created_ns"])
+            self._tables[table.name] = table
+            self._next_table = max(self._next_table, table.id + 1)
+        for key, value in self._scan(keys.SERIES):
+            series_id = keys.decode_series_id(key[1:])
+            table_id, name = keys.parse_series_record(value)
+            self._series[(table_id, name)] = series_id
+            self._next_series = max(self._next_series, series_id + 1)
+
+    async def close(self) -> None:
+        await self.writer.stop()
+        self.db.flush_wal(True)
+        self.db.close()
+
+    # -- tables ---------------------------------------------------------------------------------------------
+
+    def tables(self) -> list[Table]:
+        return sorted(self._tables.values(), key=lambda t: t.name)
+
+    def table(self, name: str) -> Table | None:
+        return self._tables.get(name.upper())
+
+    async def create_table(self, name: str, *, exist_ok: bool = False) -> Table:
+        name = name.upper()
+        existing = self._tables.get(name)
+        if existing is not None:
+            if exist_ok:
+                return existing
+            raise StoreError(f"table {name} already exists")
+        puts: list[Put] = []
+        table = self._new_table(name, puts)
+        await self.writer.write(puts, durable=True)
+        return table
+
+    def _new_table(self, name: str, puts: list[Put]) -> Table:
+        table = Table(name, self._next_table, time.time_ns())
+        self._next_table += 1
+        self._tables[name] = table
+        record = {"name": table.name, "id": table.id, "created_ns": table.created_ns}
+        puts.append((keys.table_key(name), json.dumps(record).encode()))
+        return table
+
+    # -- writing --------------------------------------------------------------------------------------------
+
+    async def append(self, table_name: str, readings: Iterable[tuple[str, int, float]], *, durable: bool) -> int:
+        """Store readings (name, time in ns, value) in a table; an existing (name, time) is replaced, so a
+        message delivered twice does not store anything twice. Returns how many readings were written."""
+        name = table_name.upper()
+        puts: list[Put] = []
+        table = self._tables.get(name)
+        if table is None:
+            if not self.options.auto_create_tables:
+                raise StoreError(f"no table {name}: create it first (CREATE TAG TABLE or the HTTP API)")
+            table = self._new_table(name, puts)
+        count = 0
+        for series_name, time_ns, value in readings:
+            series_id = self._series.get((table.id, series_name))
+            if series_id is None:
+                series_id = self._new_series(table.id, series_name, puts)
+            puts.append((keys.reading_key(series_id, time_ns), keys.encode_value(value)))
+            count += 1
+        await self.writer.write(puts, durable=durable)
+        return count
+
+    def _new_series(self, table_id: int, name: str, puts: list[Put]) -> int:
+        series_id = self._next_series
+        self._next_series += 1
+        self._series[(table_id, name)] = series_id
+        puts.append((keys.series_by_name_key(table_id, name), keys.encode_series_id(series_id)))
+        puts.append((keys.series_key(series_id), keys.series_record(table_id, name)))
+        return series_id
+
+    # -- reading ---------------------------------------------------------------------------------------------
+
+    def series_names(self, table_name: str) -> list[str]:
+        table = self._require(table_name)
+        return sorted(name for (table_id, name) in self._series if table_id == table.id)
+
+    def _require(self, table_name: str) -> Table:
+        table = self._tables.get(table_name.upper())
+        if table is None:
+            raise StoreError(f"no table {table_name.upper()}")
+        return table
+
+    def scan(
+        self,
+        table_name: str,
+        name: str,
+        time_from: int | None = None,
+        time_to: int | None = None,
+        *,
+        reverse: bool = False,
+    ) -> Iterator[tuple[int, float]]:
+        """Readings (time ns, value) of one series with time_from <= time < time_to, in time order."""
+        table = self._require(table_name)
+        series_id = self._series.get((table.id, name))
+        if series_id is None:
+            return
+        low = keys.reading_key(series_id, time_from) if time_from is not None else keys.reading_prefix(series_id)
+        high = keys.reading_key(series_id, time_to) if time_to is not None else keys.reading_prefix(series_id + 1)
+        if not reverse:
+            for key, value in self._items(low):
+                if key >= high:
+                    return
+                yield keys.reading_time(key), keys.decode_value(value)
+            return
+        # Backwards, RocksDB starts at the last key <= `from_key`: the upper bound itself is excluded here.
+        for key, value in self._items(high, backwards=True):
+            if key >= high:
+                continue
+            if key < low:
+                return
+            yield keys.reading_time(key), keys.decode_value(value)
