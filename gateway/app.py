@@ -9,11 +9,14 @@ import ssl
 
 from gateway import __version__
 from gateway.config import Config, ConfigError
+from gateway.ingest.hook import IngestHook
 from gateway.mqtt.auth import AclFile, Authorizer
 from gateway.mqtt.broker import Broker, BrokerSettings
 from gateway.mqtt.connection import ConnectionLimits
 from gateway.mqtt.persist import BrokerState
 from gateway.mqtt.server import Listener, MqttServer
+from gateway.store import database as store
+from gateway.store.database import TimeSeriesStore
 
 log = logging.getLogger("gateway")
 
@@ -91,6 +94,22 @@ class Gateway:
             max_connections=mqtt.max_connections,
         )
         self.mqtt = MqttServer(self.broker, limits, build_listeners(config))
+        options = config.store
+        self.store = TimeSeriesStore(
+            data / "store",
+            store.StoreOptions(
+                write_buffer_bytes=options.write_buffer_bytes,
+                block_cache_bytes=options.block_cache_bytes,
+                commit_interval=options.commit_interval,
+                auto_create_tables=options.auto_create_tables,
+            ),
+        )
+        ingest = config.ingest
+        self.ingest = IngestHook(
+            self.store, self.broker.route, sensors_prefix=ingest.sensors_prefix, sensors_table=ingest.sensors_table
+        )
+        self.broker.add_publish_hook("db/#", self.ingest)
+        self.broker.add_publish_hook(ingest.sensors_prefix + "+", self.ingest)
         self.endpoints: list[tuple[str, str, int]] = []
 
     async def start(self) -> None:
@@ -102,6 +121,7 @@ class Gateway:
     async def stop(self) -> None:
         await self.mqtt.stop()
         await self.broker.stop()
+        await self.store.close()
         log.info("stopped")
 
 

@@ -112,9 +112,31 @@ class MqttOptions:
 
 
 @dataclass(slots=True)
+class StoreOptions:
+    commit_interval: float = _opt(
+        0.002,
+        "Least time between two commits of readings, in seconds: durable (QoS 1/2) readings wait at most about this "
+        "long plus one fsync for their acknowledgement, and share that fsync.",
+        minimum=0,
+        maximum=1,
+    )
+    auto_create_tables: bool = _opt(True, "Create a table on its first write; off: writes to unknown tables fail.")
+    write_buffer_bytes: int = _opt(4 << 20, "RocksDB memtable size (two may exist at once).", minimum=1 << 20)
+    block_cache_bytes: int = _opt(8 << 20, "RocksDB block cache for queries.", minimum=1 << 20)
+
+
+@dataclass(slots=True)
+class IngestOptions:
+    sensors_prefix: str = _opt("sensors/", "Topic prefix of the small-firmware topic: <prefix><device>.")
+    sensors_table: str = _opt("SENSORS", "Table that readings from the sensors topic go to.")
+
+
+@dataclass(slots=True)
 class Config:
     gateway: GatewayOptions = field(default_factory=GatewayOptions)
     mqtt: MqttOptions = field(default_factory=MqttOptions)
+    store: StoreOptions = field(default_factory=StoreOptions)
+    ingest: IngestOptions = field(default_factory=IngestOptions)
     source: str = "built-in defaults"
 
     def data_path(self) -> Path:

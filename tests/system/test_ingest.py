@@ -1,0 +1,141 @@
+"""Ingest over MQTT into the store, seen from outside: independent clients publish, the store is read back."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from gateway.store.database import TimeSeriesStore
+from tests.conftest import Client, Gateway, mosquitto_env
+
+S = 1_000_000_000
+
+
+def stored(data_dir: Path) -> dict[tuple[str, str], list[tuple[int, float]]]:
+    """Everything in the store of a stopped gateway."""
+
+    async def read() -> dict[tuple[str, str], list[tuple[int, float]]]:
+        store = TimeSeriesStore(data_dir / "store")
+        try:
+            return {
+                (table.name, name): list(store.scan(table.name, name))
+                for table in store.tables()
+                for name in store.series_names(table.name)
+            }
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
+
+
+def test_mosquitto_pub_and_paho_readings_land_in_the_store(gateway: Gateway, clients: list[Client]) -> None:
+    port = str(gateway.mqtt_port)
+    subprocess.run(
+        [
+            "mosquitto_pub",
+            "-p",
+            port,
+            "-q",
+            "1",
+            "-t",
+            "db/append/EXAMPLE",
+            "-m",
+            '["temperature", 1700000000000000000, 21.5]',
+        ],
+        check=True,
+        timeout=10,
+        env=mosquitto_env(),
+    )
+    pub = Client(gateway.mqtt_port, "paho-sensor", v5=True)
+    clients.append(pub)
+    pub.publish("db/append/example:csv", b"name,time,value\nhumidity,1700000000000000000,40\n", 1)
+    pub.publish("sensors/kitchen", json.dumps({"temp": 20.5, "ts": 1700000000000000000}).encode(), 1)
+    pub.close()
+    gateway.stop()
+    data = stored(gateway.data_dir)
+    assert data[("EXAMPLE", "temperature")] == [(1700000000000000000, 21.5)]
+    assert data[("EXAMPLE", "humidity")] == [(1700000000000000000, 40.0)]
+    assert data[("SENSORS", "kitchen.temp")] == [(1700000000000000000, 20.5)]
+
+
+def test_a_bad_row_stores_nothing_and_is_reported(gateway: Gateway, clients: list[Client]) -> None:
+    """The whole message is refused: an MQTT 5 publisher gets PUBACK 0x99 with the reason; a 3.1.1 one its PUBACK,
+    and both get the row and reason on db/reply/<client id>; the connection stays open."""
+    watcher = Client(gateway.mqtt_port, "watcher")
+    clients.append(watcher)
+    watcher.subscribe("db/reply/#", 1)
+    v5 = Client(gateway.mqtt_port, "v5-sensor", v5=True)
+    v3 = Client(gateway.mqtt_port, "v3-sensor")
+    clients.extend([v5, v3])
+    bad = b'[["good", 1700000000000000000, 1.0], ["bad", 1700000000000000000, "warm"]]'
+    info = v5.publish("db/append/EXAMPLE", bad, 1)
+    mid, rc, props = v5.acks.get(timeout=10)
+    assert mid == info.mid and rc == 0x99 and "row 2" in props.ReasonString
+    v3.publish("db/append/EXAMPLE", bad, 1)
+    reports = {}
+    for _ in range(2):
+        message = watcher.expect()
+        reports[message.topic] = json.loads(message.payload)
+    assert set(reports) == {"db/reply/v5-sensor", "db/reply/v3-sensor"}
+    for report in reports.values():
+        assert report["success"] is False and report["row"] == 2 and "warm" in report["reason"]
+    v3.publish("db/append/EXAMPLE", b'[["ok", 1700000000000000000, 2.0]]', 1)
+    assert v3.paho.is_connected() and v5.paho.is_connected()
+    for client in (v5, v3):
+        client.close()
+    gateway.stop()
+    data = stored(gateway.data_dir)
+    assert ("EXAMPLE", "good") not in data and ("EXAMPLE", "bad") not in data
+    assert data[("EXAMPLE", "ok")] == [(1700000000000000000, 2.0)]
+    assert "row 2" in gateway.log()
+
+
+def test_every_acknowledged_reading_survives_a_kill_9(gateway: Gateway) -> None:
+    """The power-cut test: several clients publish QoS 1 readings and count their PUBACKs; the gateway is killed
+    with -9 mid-stream; after a restart every acknowledged reading is in the store."""
+    published: dict[str, list[tuple[paho.MQTTMessageInfo, int]]] = {}
+    acks = [0]
+    stop = threading.Event()
+
+    def sensor(client_id: str) -> None:
+        infos: list[tuple[paho.MQTTMessageInfo, int]] = []
+        published[client_id] = infos
+        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+        client.on_publish = lambda *_args: acks.__setitem__(0, acks[0] + 1)
+        client.connect("127.0.0.1", gateway.mqtt_port)
+        client.loop_start()
+        for i in range(100_000):
+            if stop.is_set():
+                break
+            t = S * 1_700_000_000 + i
+            infos.append((client.publish("db/append/POWERCUT", json.dumps([client_id, t, float(i)]), 1), t))
+            if i % 50 == 0:
+                time.sleep(0.002)
+        client.loop_stop()
+
+    threads = [threading.Thread(target=sensor, args=(f"sensor-{n}",), daemon=True) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 30
+    while acks[0] < 2000 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    gateway.kill()
+    stop.set()
+    for thread in threads:
+        thread.join(10)
+    expected = {client_id: {t for info, t in infos if info.is_published()} for client_id, infos in published.items()}
+    assert sum(len(t) for t in expected.values()) >= 2000, "too few readings acknowledged before the kill"
+    gateway.start(mqtt_port=gateway.mqtt_port)
+    gateway.stop()
+    data = stored(gateway.data_dir)
+    for client_id, times in expected.items():
+        present = {t for t, _v in data.get(("POWERCUT", client_id), [])}
+        missing = times - present
+        assert not missing, f"{client_id}: {len(missing)} acknowledged readings lost, e.g. {sorted(missing)[:3]}"
