@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import re
@@ -18,6 +19,8 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
+
+from tests.rawmqtt import RawClient, RawFactory
 
 REPO = Path(__file__).resolve().parent.parent
 _LISTENING = re.compile(r"listening (.*)$", re.MULTILINE)
@@ -220,16 +223,69 @@ class Client:
 
 
 @pytest.fixture
-def clients() -> Iterator[list[Client]]:
-    """Collects clients made by a test so that they are closed even when it fails."""
+def clients(gateway_factory: Callable[..., Gateway]) -> Iterator[list[Client]]:
+    """Collects clients made by a test so that they are closed even when it fails.
+
+    DISCONNECT goes first, to every client, while the gateways still run (they are stopped by `gateway_factory`,
+    requested here so that its teardown comes after this one): it wakes each paho network thread, which then
+    ends at once, instead of after its select timeout or a reconnect delay when the loop is stopped first."""
+    del gateway_factory
     made: list[Client] = []
     yield made
     for client in made:
-        try:
-            client.paho.loop_stop()
+        with contextlib.suppress(Exception):
             client.paho.disconnect()
-        except Exception:
-            pass
+    for client in made:
+        with contextlib.suppress(Exception):
+            client.paho.loop_stop()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Polls `predicate` until it is true or `timeout` has passed; returns its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Raw MQTT clients (tests/rawmqtt.py), for the bytes no client library sends
+
+
+@pytest.fixture
+def raw_timeout() -> float:
+    """How long the `raw` fixture's clients wait by default for a packet or for the server to close; a test
+    module may override this fixture."""
+    return 10.0
+
+
+@pytest.fixture
+def raw(raw_timeout: float) -> Iterator[RawFactory]:
+    """Makes raw clients, closed at the end of the test: `raw(port)` opens the TCP connection only,
+    `raw(port, client_id, **options)` also sends CONNECT (`RawClient.connect`, which by default asserts that the
+    CONNACK accepts) and keeps the CONNACK in `connack`."""
+    made: list[RawClient] = []
+
+    def make(
+        port: int,
+        client_id: str | None = None,
+        *,
+        version: int = 4,
+        timeout: float | None = None,
+        rcvbuf: int | None = None,
+        **connect_options: Any,
+    ) -> RawClient:
+        client = RawClient(port, version=version, timeout=raw_timeout if timeout is None else timeout, rcvbuf=rcvbuf)
+        made.append(client)
+        if client_id is not None:
+            client.connect(client_id, **connect_options)
+        return client
+
+    yield make
+    for client in made:
+        client.close()
 
 
 def mosquitto_env() -> dict[str, str]:

@@ -2,259 +2,50 @@
 
 Clients: paho-mqtt in MQTTv311 mode, Debian's mosquitto_pub / mosquitto_sub, and, where no client library can
 produce the case (a client that never acknowledges, resends with DUP, sends a second CONNECT, ...), a hand-written
-client on a raw socket (`Raw`), whose encoder is written here from the standard, not taken from the gateway.
+client on a raw socket (the `raw` fixture, tests/rawmqtt.py), written from the standard, not taken from the gateway.
 
 Section numbers ("§3.1.3.1") and normative statements ([MQTT-3.1.3-8]) refer to MQTT 3.1.1 (OASIS Standard, 2014).
 """
 
 from __future__ import annotations
 
-import contextlib
 import queue
 import re
-import socket
-import struct
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import pytest
 
 from tests.conftest import Client, Gateway, mosquitto_env
+from tests.rawmqtt import (
+    PINGREQ,
+    PINGRESP,
+    PUBACK,
+    PUBCOMP,
+    PUBREC,
+    PUBREL,
+    UNSUBACK,
+    ConnAck,
+    Will,
+    ack_packet,
+    connect_packet,
+    disconnect_packet,
+    packet,
+    publish_packet,
+    subscribe_packet,
+    unsubscribe_packet,
+)
 
 # ---------------------------------------------------------------------------------------------------------------
-# A raw MQTT 3.1.1 client
-
-CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP, SUBACK, UNSUBACK, PINGRESP = 2, 3, 4, 5, 6, 7, 9, 11, 13
-PINGREQ_PACKET = b"\xc0\x00"
-DISCONNECT_PACKET = b"\xe0\x00"
-
-
-def _remaining_length(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _utf8(value: str | bytes) -> bytes:
-    data = value.encode() if isinstance(value, str) else value
-    return struct.pack(">H", len(data)) + data
-
-
-def _packet(first_byte: int, body: bytes) -> bytes:
-    return bytes([first_byte]) + _remaining_length(len(body)) + body
-
-
-def connect_packet(
-    client_id: str,
-    *,
-    clean: bool = True,
-    keepalive: int = 60,
-    will: tuple[str, bytes, int, bool] | None = None,
-    level: int = 4,
-    name: str = "MQTT",
-    reserved: bool = False,
-) -> bytes:
-    flags = (0x02 if clean else 0) | (0x01 if reserved else 0)
-    payload = _utf8(client_id)
-    if will is not None:
-        topic, message, qos, retain = will
-        flags |= 0x04 | (qos << 3) | (0x20 if retain else 0)
-        payload += _utf8(topic) + _utf8(message)
-    return _packet(0x10, _utf8(name) + bytes([level, flags]) + struct.pack(">H", keepalive) + payload)
-
-
-def publish_packet(
-    topic: str, payload: bytes, qos: int = 0, pid: int = 0, *, dup: bool = False, retain: bool = False
-) -> bytes:
-    first = 0x30 | (0x08 if dup else 0) | (qos << 1) | (0x01 if retain else 0)
-    return _packet(first, _utf8(topic) + (struct.pack(">H", pid) if qos else b"") + payload)
-
-
-def subscribe_packet(pid: int, filters: list[tuple[str, int]], first_byte: int = 0x82) -> bytes:
-    return _packet(first_byte, struct.pack(">H", pid) + b"".join(_utf8(f) + bytes([q]) for f, q in filters))
-
-
-def unsubscribe_packet(pid: int, filters: list[str]) -> bytes:
-    return _packet(0xA2, struct.pack(">H", pid) + b"".join(_utf8(f) for f in filters))
-
-
-def ack_packet(kind: int, pid: int) -> bytes:
-    """PUBACK, PUBREC, PUBREL (flags 0010, §3.6.1) or PUBCOMP."""
-    return _packet((kind << 4) | (0x02 if kind == PUBREL else 0), struct.pack(">H", pid))
-
-
-@dataclass
-class Packet:
-    kind: int
-    flags: int
-    body: bytes
-
-    @property
-    def raw(self) -> bytes:
-        return _packet((self.kind << 4) | self.flags, self.body)
-
-    @property
-    def pid(self) -> int:
-        """Packet identifier of an acknowledgement, SUBACK or UNSUBACK, or of a QoS 1/2 PUBLISH."""
-        if self.kind == PUBLISH:
-            (length,) = struct.unpack_from(">H", self.body)
-            return int(struct.unpack_from(">H", self.body, 2 + length)[0]) if self.qos else 0
-        return int(struct.unpack_from(">H", self.body)[0])
-
-    @property
-    def qos(self) -> int:
-        return (self.flags >> 1) & 0x03
-
-    @property
-    def dup(self) -> bool:
-        return bool(self.flags & 0x08)
-
-    @property
-    def retain(self) -> bool:
-        return bool(self.flags & 0x01)
-
-    @property
-    def topic(self) -> str:
-        (length,) = struct.unpack_from(">H", self.body)
-        return self.body[2 : 2 + length].decode()
-
-    @property
-    def payload(self) -> bytes:
-        (length,) = struct.unpack_from(">H", self.body)
-        return self.body[2 + length + (2 if self.qos else 0) :]
-
-    def __repr__(self) -> str:
-        if self.kind == PUBLISH:
-            return (
-                f"PUBLISH(topic={self.topic!r}, payload={self.payload!r}, qos={self.qos}, pid={self.pid}, "
-                f"dup={self.dup}, retain={self.retain})"
-            )
-        return f"Packet(type={self.kind}, flags={self.flags:#x}, body={self.body.hex()})"
-
-
-class Raw:
-    """A hand-driven MQTT 3.1.1 client on a plain TCP socket."""
-
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        self._buf = bytearray()
-        self.eof = False
-
-    def send(self, *packets: bytes) -> None:
-        self.sock.sendall(b"".join(packets))
-
-    def _parse(self) -> Packet | None:
-        buf = self._buf
-        if len(buf) < 2:
-            return None
-        length, multiplier, pos = 0, 1, 1
-        while True:
-            if pos >= len(buf):
-                return None
-            byte = buf[pos]
-            length += (byte & 0x7F) * multiplier
-            multiplier *= 128
-            pos += 1
-            if not byte & 0x80:
-                break
-        if len(buf) < pos + length:
-            return None
-        packet = Packet(buf[0] >> 4, buf[0] & 0x0F, bytes(buf[pos : pos + length]))
-        del buf[: pos + length]
-        return packet
-
-    def read(self, timeout: float = 5.0) -> Packet | None:
-        """The next packet; None when the gateway closed the connection; TimeoutError when nothing came."""
-        deadline = time.monotonic() + timeout
-        while True:
-            packet = self._parse()
-            if packet is not None:
-                return packet
-            if self.eof:
-                return None
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"no packet within {timeout} s")
-            self.sock.settimeout(remaining)
-            try:
-                data = self.sock.recv(65536)
-            except TimeoutError:
-                raise TimeoutError(f"no packet within {timeout} s") from None
-            except (ConnectionResetError, BrokenPipeError):
-                data = b""
-            if not data:
-                self.eof = True
-            self._buf += data
-
-    def expect(self, kind: int, timeout: float = 5.0) -> Packet:
-        packet = self.read(timeout)
-        assert packet is not None, f"connection closed while waiting for packet type {kind}"
-        assert packet.kind == kind, f"expected packet type {kind}, got {packet!r}"
-        return packet
-
-    def expect_silence(self, wait: float = 0.4) -> None:
-        try:
-            packet = self.read(wait)
-        except TimeoutError:
-            return
-        raise AssertionError(f"unexpected {packet!r}" if packet else "connection closed unexpectedly")
-
-    def packets_until_closed(self, timeout: float = 5.0) -> list[Packet]:
-        """Everything the gateway sends until it closes the connection; fails if it does not within `timeout`."""
-        deadline = time.monotonic() + timeout
-        packets: list[Packet] = []
-        while True:
-            try:
-                packet = self.read(max(0.0, deadline - time.monotonic()))
-            except TimeoutError:
-                raise AssertionError(f"connection still open after {timeout} s (got {packets})") from None
-            if packet is None:
-                return packets
-            packets.append(packet)
-
-    def connect(
-        self,
-        client_id: str,
-        *,
-        clean: bool = True,
-        keepalive: int = 60,
-        will: tuple[str, bytes, int, bool] | None = None,
-    ) -> tuple[bool, int]:
-        """CONNECT, and the (session present, return code) of the CONNACK, after checking its shape (§3.2)."""
-        self.send(connect_packet(client_id, clean=clean, keepalive=keepalive, will=will))
-        connack = self.expect(CONNACK)
-        assert len(connack.body) == 2 and connack.flags == 0 and connack.body[0] in (0, 1), connack
-        return bool(connack.body[0]), connack.body[1]
-
-    def subscribe(self, pid: int, filters: list[tuple[str, int]]) -> list[int]:
-        self.send(subscribe_packet(pid, filters))
-        suback = self.expect(SUBACK)
-        assert suback.pid == pid, f"SUBACK for packet id {suback.pid}, SUBSCRIBE had {pid} (§3.9.2)"
-        return list(suback.body[2:])
-
-    def close(self) -> None:
-        self.sock.close()
+# Raw clients
 
 
 @pytest.fixture
-def raw(gateway: Gateway) -> Iterator[Callable[[], Raw]]:
-    """Makes raw clients connected (TCP only) to the `gateway` fixture, closed at the end of the test."""
-    made: list[Raw] = []
-
-    def make() -> Raw:
-        client = Raw(gateway.mqtt_port)
-        made.append(client)
-        return client
-
-    yield make
-    for client in made:
-        client.close()
+def raw_timeout() -> float:
+    """The raw clients of this file wait 5 s by default for a packet or for the gateway to close."""
+    return 5.0
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -295,18 +86,6 @@ def receive(sub: Client, count: int, timeout: float = 5.0, quiet: float = 0.0) -
     return got
 
 
-@pytest.fixture
-def clients() -> Iterator[list[Client]]:
-    """Like the shared fixture, but DISCONNECT first: it wakes paho's loop, so stopping it takes no second each."""
-    made: list[Client] = []
-    yield made
-    for made_client in made:
-        with contextlib.suppress(Exception):
-            made_client.paho.disconnect()
-    for made_client in made:
-        made_client.paho.loop_stop()
-
-
 def session_present(connack: tuple[object, object, object]) -> bool:
     flags, rc, _props = connack
     assert rc == 0, f"CONNACK return code {rc}"
@@ -329,121 +108,121 @@ def mosquitto(*args: str, port: int, stdin: str | None = None, timeout: float = 
 # CONNECT / CONNACK
 
 
-def test_zero_length_client_id_with_clean_session_is_accepted_and_unique(raw) -> None:
+def test_zero_length_client_id_with_clean_session_is_accepted_and_unique(raw, gateway: Gateway) -> None:
     """§3.1.3.1 [MQTT-3.1.3-6]: a zero-length ClientId with CleanSession 1 is accepted and given a unique id, so two
     such clients do not take each other over [MQTT-3.1.3-7]."""
-    first, second = raw(), raw()
-    assert first.connect("", clean=True) == (False, 0)
-    assert first.subscribe(1, [("zero/id", 0)]) == [0]
-    assert second.connect("", clean=True) == (False, 0)
+    first, second = raw(gateway.mqtt_port), raw(gateway.mqtt_port)
+    assert first.connect("", clean=True) == ConnAck(False, 0)
+    assert first.subscribe([("zero/id", 0)], 1) == [0]
+    assert second.connect("", clean=True) == ConnAck(False, 0)
     second.send(publish_packet("zero/id", b"hello"))
-    message = first.expect(PUBLISH)
+    message = first.read_publish()
     assert (message.topic, message.payload) == ("zero/id", b"hello")
-    second.expect_silence(0.2)  # not taken over either
+    second.nothing_within(0.2)  # not taken over either
 
 
-def test_zero_length_client_id_without_clean_session_is_rejected_0x02(raw) -> None:
+def test_zero_length_client_id_without_clean_session_is_rejected_0x02(raw, gateway: Gateway) -> None:
     """§3.1.3.1 [MQTT-3.1.3-8]: a zero-length ClientId with CleanSession 0 gets CONNACK return code 0x02
     (identifier rejected), session present 0 [MQTT-3.2.2-4], and the connection is closed."""
-    conn = raw()
+    conn = raw(gateway.mqtt_port)
     conn.send(connect_packet("", clean=False))
-    assert [p.raw for p in conn.packets_until_closed()] == [b"\x20\x02\x00\x02"]
+    assert [p.raw for p in conn.read_until_closed()] == [b"\x20\x02\x00\x02"]
 
 
 def test_session_takeover_closes_the_first_connection(raw, gateway: Gateway, clients) -> None:
     """§3.1.4 step 2 [MQTT-3.1.4-2]: a CONNECT with the ClientId of a connected client disconnects the existing
     client; with CleanSession 0 the new connection takes over the session (its subscription)."""
-    first = raw()
-    assert first.connect("takeover", clean=False) == (False, 0)
-    assert first.subscribe(1, [("takeover/t", 1)]) == [1]
-    second = raw()
-    assert second.connect("takeover", clean=False) == (True, 0)
-    assert first.packets_until_closed(3) == []
+    first = raw(gateway.mqtt_port)
+    assert first.connect("takeover", clean=False) == ConnAck(False, 0)
+    assert first.subscribe([("takeover/t", 1)], 1) == [1]
+    second = raw(gateway.mqtt_port)
+    assert second.connect("takeover", clean=False) == ConnAck(True, 0)
+    assert first.read_until_closed(3) == []
     pub = client(clients, gateway.mqtt_port, "takeover-pub")
     pub.publish("takeover/t", b"to the new connection", 1)
-    message = second.expect(PUBLISH)
+    message = second.read_publish()
     assert (message.topic, message.payload, message.qos) == ("takeover/t", b"to the new connection", 1)
-    second.send(ack_packet(PUBACK, message.pid))
-    second.expect_silence(0.2)
+    second.send(ack_packet(PUBACK, message.packet_id))
+    second.nothing_within(0.2)
 
 
-def test_session_present_flag(raw) -> None:
+def test_session_present_flag(raw, gateway: Gateway) -> None:
     """§3.2.2.2: session present is 0 without stored session state [MQTT-3.2.2-3], 1 when a CleanSession 0 client
     resumes its session [MQTT-3.2.2-2], and always 0 with CleanSession 1 [MQTT-3.2.2-1], which also discards the
     stored session."""
     steps = [(False, False), (False, True), (False, True), (True, False), (False, False)]
     for clean, expected in steps:
-        conn = raw()
-        assert conn.connect("sp-client", clean=clean) == (expected, 0), f"clean session {int(clean)}"
-        conn.send(DISCONNECT_PACKET)
-        assert conn.packets_until_closed() == []
+        conn = raw(gateway.mqtt_port)
+        assert conn.connect("sp-client", clean=clean) == ConnAck(expected, 0), f"clean session {int(clean)}"
+        conn.send(disconnect_packet())
+        assert conn.read_until_closed() == []
 
 
 @pytest.mark.parametrize(
     "first_packet",
-    [PINGREQ_PACKET, publish_packet("not/connected", b"x"), subscribe_packet(1, [("not/connected", 0)])],
+    [packet(PINGREQ, b""), publish_packet("not/connected", b"x"), subscribe_packet(1, [("not/connected", 0)])],
     ids=["PINGREQ", "PUBLISH", "SUBSCRIBE"],
 )
-def test_first_packet_not_connect_closes_the_connection(raw, first_packet: bytes) -> None:
+def test_first_packet_not_connect_closes_the_connection(raw, gateway: Gateway, first_packet: bytes) -> None:
     """§3.1.0 [MQTT-3.1.0-1]: the first packet from a client must be CONNECT; anything else closes the connection
     without an answer."""
-    conn = raw()
+    conn = raw(gateway.mqtt_port)
     conn.send(first_packet)
-    assert conn.packets_until_closed(3) == []
+    assert conn.read_until_closed(3) == []
 
 
-def test_second_connect_closes_the_connection(raw) -> None:
+def test_second_connect_closes_the_connection(raw, gateway: Gateway) -> None:
     """§3.1.0 [MQTT-3.1.0-2]: a second CONNECT on one connection is a protocol violation: the server disconnects
     the client (without a second CONNACK)."""
-    conn = raw()
-    assert conn.connect("twice") == (False, 0)
+    conn = raw(gateway.mqtt_port)
+    assert conn.connect("twice") == ConnAck(False, 0)
     conn.send(connect_packet("twice"))
-    assert conn.packets_until_closed(3) == []
+    assert conn.read_until_closed(3) == []
 
 
 @pytest.mark.parametrize("level", [2, 6])
-def test_unsupported_protocol_level_gets_connack_0x01_then_close(raw, level: int) -> None:
+def test_unsupported_protocol_level_gets_connack_0x01_then_close(raw, gateway: Gateway, level: int) -> None:
     """§3.1.2.2 [MQTT-3.1.2-2]: a protocol level the server does not support gets CONNACK return code 0x01
     (unacceptable protocol level), then the connection is closed."""
-    conn = raw()
-    conn.send(connect_packet("old-or-new", level=level))
-    assert [p.raw for p in conn.packets_until_closed(3)] == [b"\x20\x02\x00\x01"]
+    conn = raw(gateway.mqtt_port)
+    conn.send(connect_packet("old-or-new", version=level))
+    assert [p.raw for p in conn.read_until_closed(3)] == [b"\x20\x02\x00\x01"]
 
 
 @pytest.mark.parametrize(
     "packet",
     [
         connect_packet("bad-connect", reserved=True),
-        connect_packet("bad-will-qos", will=("will/x", b"x", 3, False)),
+        connect_packet("bad-will-qos", will=Will("will/x", b"x", 3, False)),
     ],
     ids=["reserved-flag", "will-qos-3"],
 )
-def test_malformed_connect_closes_without_connack(raw, packet: bytes) -> None:
+def test_malformed_connect_closes_without_connack(raw, gateway: Gateway, packet: bytes) -> None:
     """§3.1.2.3 [MQTT-3.1.2-3]: the reserved CONNECT flag must be 0; §3.1.2.6 [MQTT-3.1.2-14]: Will QoS must not be
     3. Either way the server disconnects the client (§4.8: no CONNACK for a malformed packet)."""
-    conn = raw()
+    conn = raw(gateway.mqtt_port)
     conn.send(packet)
-    assert conn.packets_until_closed(3) == []
+    assert conn.read_until_closed(3) == []
 
 
 @pytest.mark.parametrize(
     "packet",
     [
         publish_packet("qos/three", b"x", 3, 1),
-        subscribe_packet(1, [("bad/flags", 0)], first_byte=0x80),
+        subscribe_packet(1, [("bad/flags", 0)], first=0x80),
         subscribe_packet(1, []),
         subscribe_packet(1, [("bad/qos", 3)]),
     ],
     ids=["publish-qos-3", "subscribe-flags-0000", "subscribe-without-filters", "subscribe-qos-3"],
 )
-def test_malformed_packets_after_connect_close_the_connection(raw, packet: bytes) -> None:
+def test_malformed_packets_after_connect_close_the_connection(raw, gateway: Gateway, packet: bytes) -> None:
     """§3.3.1.2 [MQTT-3.3.1-4]: a PUBLISH with both QoS bits set; §3.8.1 [MQTT-3.8.1-1]: SUBSCRIBE fixed-header flags
     other than 0010; §3.8.3 [MQTT-3.8.3-3]: a SUBSCRIBE without any topic filter; §3.8.3.1 [MQTT-3-8.3-4]: a requested
     QoS of 3. Each is malformed: the server closes the connection (§4.8), without acknowledging."""
-    conn = raw()
-    assert conn.connect("malformed") == (False, 0)
+    conn = raw(gateway.mqtt_port)
+    assert conn.connect("malformed") == ConnAck(False, 0)
     conn.send(packet)
-    assert conn.packets_until_closed(3) == []
+    assert conn.read_until_closed(3) == []
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -467,104 +246,116 @@ def test_qos_matrix_delivers_at_min_of_publish_and_granted_qos(gateway: Gateway,
         sub.expect_none(0.2)
 
 
-def test_qos_flows_and_packet_ids_on_both_sides(raw) -> None:
+def test_qos_flows_and_packet_ids_on_both_sides(raw, gateway: Gateway) -> None:
     """§4.3.2 / §4.3.3: the gateway acknowledges a QoS 1 PUBLISH with PUBACK and a QoS 2 PUBLISH with PUBREC then
     PUBCOMP, each carrying the publisher's packet id; towards a subscriber it sends QoS 1/2 PUBLISH with a non-zero
     packet id (§2.3.1 [MQTT-2.3.1-1]), no id at QoS 0, DUP 0 on the first attempt [MQTT-3.3.1-2], PUBREL with flags
     0010 [MQTT-3.6.1-1] for the id of the PUBREC, and nothing more once PUBCOMP is sent."""
-    sub, pub = raw(), raw()
-    assert sub.connect("flows-sub") == (False, 0)
-    assert sub.subscribe(0x1234, [("flows/#", 2)]) == [2]
-    assert pub.connect("flows-pub") == (False, 0)
+    sub, pub = raw(gateway.mqtt_port), raw(gateway.mqtt_port)
+    assert sub.connect("flows-sub") == ConnAck(False, 0)
+    assert sub.subscribe([("flows/#", 2)], 0x1234) == [2]
+    assert pub.connect("flows-pub") == ConnAck(False, 0)
 
     pub.send(publish_packet("flows/0", b"zero", 0))
-    message = sub.expect(PUBLISH)
-    assert (message.topic, message.payload, message.qos, message.dup, message.pid) == ("flows/0", b"zero", 0, False, 0)
+    message = sub.read_publish()
+    assert (message.topic, message.payload, message.qos, message.dup, message.packet_id) == (
+        "flows/0",
+        b"zero",
+        0,
+        False,
+        0,
+    )
 
     pub.send(publish_packet("flows/1", b"one", 1, 0x0101))
     assert pub.expect(PUBACK).raw == b"\x40\x02\x01\x01"
-    message = sub.expect(PUBLISH)
+    message = sub.read_publish()
     assert (message.topic, message.payload, message.qos, message.dup) == ("flows/1", b"one", 1, False)
-    assert message.pid != 0
-    sub.send(ack_packet(PUBACK, message.pid))
+    assert message.packet_id != 0
+    sub.send(ack_packet(PUBACK, message.packet_id))
 
     pub.send(publish_packet("flows/2", b"two", 2, 0xFFFF))
     assert pub.expect(PUBREC).raw == b"\x50\x02\xff\xff"
     pub.send(ack_packet(PUBREL, 0xFFFF))
     assert pub.expect(PUBCOMP).raw == b"\x70\x02\xff\xff"
-    message = sub.expect(PUBLISH)
+    message = sub.read_publish()
     assert (message.topic, message.payload, message.qos, message.dup) == ("flows/2", b"two", 2, False)
-    assert message.pid != 0
-    sub.send(ack_packet(PUBREC, message.pid))
+    assert message.packet_id != 0
+    sub.send(ack_packet(PUBREC, message.packet_id))
     pubrel = sub.expect(PUBREL)
-    assert pubrel.raw == ack_packet(PUBREL, message.pid)
-    sub.send(ack_packet(PUBCOMP, message.pid))
-    sub.expect_silence(0.3)
-    pub.expect_silence(0.1)
+    assert pubrel.raw == ack_packet(PUBREL, message.packet_id)
+    sub.send(ack_packet(PUBCOMP, message.packet_id))
+    sub.nothing_within(0.3)
+    pub.nothing_within(0.1)
 
 
 def test_unacknowledged_messages_in_flight_have_distinct_packet_ids_in_order(raw, gateway: Gateway, clients) -> None:
     """§2.3.1 [MQTT-2.3.1-2]: every QoS 1 PUBLISH in flight to one client has its own unused packet id; §4.6
     [MQTT-4.6.0-2]: QoS 1 messages reach the subscriber in the order they were published."""
-    sub = raw()
-    assert sub.connect("ids-sub") == (False, 0)
-    assert sub.subscribe(7, [("ids/t", 1)]) == [1]
+    sub = raw(gateway.mqtt_port)
+    assert sub.connect("ids-sub") == ConnAck(False, 0)
+    assert sub.subscribe([("ids/t", 1)], 7) == [1]
     pub = client(clients, gateway.mqtt_port, "ids-pub")
     for i in range(10):
         pub.publish("ids/t", f"m{i}", 1)
-    messages = [sub.expect(PUBLISH) for _ in range(10)]
+    messages = [sub.read_publish() for _ in range(10)]
     assert [m.payload for m in messages] == [f"m{i}".encode() for i in range(10)]
-    pids = [m.pid for m in messages]
+    pids = [m.packet_id for m in messages]
     assert 0 not in pids and len(set(pids)) == 10, pids
     for pid in pids:
         sub.send(ack_packet(PUBACK, pid))
-    sub.expect_silence(0.3)
+    sub.nothing_within(0.3)
 
 
 def test_unacknowledged_qos1_is_redelivered_with_dup_on_reconnect(raw, gateway: Gateway, clients) -> None:
     """§4.4 [MQTT-4.4.0-1]: when a CleanSession 0 client reconnects, the server resends every unacknowledged QoS 1
     PUBLISH with the DUP flag set [MQTT-3.3.1-1] and the same packet id."""
-    first = raw()
-    assert first.connect("dup-sub", clean=False) == (False, 0)
-    assert first.subscribe(1, [("dup/t", 1)]) == [1]
+    first = raw(gateway.mqtt_port)
+    assert first.connect("dup-sub", clean=False) == ConnAck(False, 0)
+    assert first.subscribe([("dup/t", 1)], 1) == [1]
     pub = client(clients, gateway.mqtt_port, "dup-pub")
     pub.publish("dup/t", b"ack me", 1)
-    original = first.expect(PUBLISH)
+    original = first.read_publish()
     assert (original.payload, original.qos, original.dup) == (b"ack me", 1, False)
     first.close()  # no PUBACK
 
-    second = raw()
-    assert second.connect("dup-sub", clean=False) == (True, 0)
-    again = second.expect(PUBLISH)
-    assert (again.topic, again.payload, again.qos, again.dup, again.pid) == ("dup/t", b"ack me", 1, True, original.pid)
-    second.send(ack_packet(PUBACK, again.pid))
-    second.expect_silence(0.3)
+    second = raw(gateway.mqtt_port)
+    assert second.connect("dup-sub", clean=False) == ConnAck(True, 0)
+    again = second.read_publish()
+    assert (again.topic, again.payload, again.qos, again.dup, again.packet_id) == (
+        "dup/t",
+        b"ack me",
+        1,
+        True,
+        original.packet_id,
+    )
+    second.send(ack_packet(PUBACK, again.packet_id))
+    second.nothing_within(0.3)
 
     # Acknowledged now: a third connection gets nothing.
-    second.send(DISCONNECT_PACKET)
-    third = raw()
-    assert third.connect("dup-sub", clean=False) == (True, 0)
-    third.expect_silence(0.3)
+    second.send(disconnect_packet())
+    third = raw(gateway.mqtt_port)
+    assert third.connect("dup-sub", clean=False) == ConnAck(True, 0)
+    third.nothing_within(0.3)
 
 
 def test_qos2_pubrel_is_resent_after_reconnect_not_the_publish(raw, gateway: Gateway, clients) -> None:
     """§4.4 [MQTT-4.4.0-1]: a QoS 2 message whose PUBREC arrived before the client went away is continued with PUBREL
     on reconnect (CleanSession 0), not sent again as a PUBLISH (§4.3.3)."""
-    first = raw()
-    assert first.connect("rel-sub", clean=False) == (False, 0)
-    assert first.subscribe(1, [("rel/t", 2)]) == [2]
+    first = raw(gateway.mqtt_port)
+    assert first.connect("rel-sub", clean=False) == ConnAck(False, 0)
+    assert first.subscribe([("rel/t", 2)], 1) == [2]
     pub = client(clients, gateway.mqtt_port, "rel-pub")
     pub.publish("rel/t", b"exactly once", 2)
-    message = first.expect(PUBLISH)
-    first.send(ack_packet(PUBREC, message.pid))
-    assert first.expect(PUBREL).pid == message.pid
+    message = first.read_publish()
+    first.send(ack_packet(PUBREC, message.packet_id))
+    assert first.expect(PUBREL).packet_id == message.packet_id
     first.close()  # no PUBCOMP
 
-    second = raw()
-    assert second.connect("rel-sub", clean=False) == (True, 0)
-    assert second.expect(PUBREL).raw == ack_packet(PUBREL, message.pid)
-    second.send(ack_packet(PUBCOMP, message.pid))
-    second.expect_silence(0.3)
+    second = raw(gateway.mqtt_port)
+    assert second.connect("rel-sub", clean=False) == ConnAck(True, 0)
+    assert second.expect(PUBREL).raw == ack_packet(PUBREL, message.packet_id)
+    second.send(ack_packet(PUBCOMP, message.packet_id))
+    second.nothing_within(0.3)
 
 
 def test_qos2_publish_resent_with_dup_before_pubrel_is_delivered_once(raw, gateway: Gateway, clients) -> None:
@@ -573,19 +364,19 @@ def test_qos2_publish_resent_with_dup_before_pubrel_is_delivered_once(raw, gatew
     new message."""
     sub = client(clients, gateway.mqtt_port, "once-sub")
     assert sub.subscribe("once/t", 2) == [2]
-    pub = raw()
-    assert pub.connect("once-pub") == (False, 0)
+    pub = raw(gateway.mqtt_port)
+    assert pub.connect("once-pub") == ConnAck(False, 0)
     pub.send(publish_packet("once/t", b"first", 2, 42))
-    assert pub.expect(PUBREC).pid == 42
+    assert pub.expect(PUBREC).packet_id == 42
     for _ in range(2):
         pub.send(publish_packet("once/t", b"first", 2, 42, dup=True))
-        assert pub.expect(PUBREC).pid == 42
+        assert pub.expect(PUBREC).packet_id == 42
     pub.send(ack_packet(PUBREL, 42))
-    assert pub.expect(PUBCOMP).pid == 42
+    assert pub.expect(PUBCOMP).packet_id == 42
     pub.send(publish_packet("once/t", b"second", 2, 42))
-    assert pub.expect(PUBREC).pid == 42
+    assert pub.expect(PUBREC).packet_id == 42
     pub.send(ack_packet(PUBREL, 42))
-    assert pub.expect(PUBCOMP).pid == 42
+    assert pub.expect(PUBCOMP).packet_id == 42
     assert receive(sub, 2, quiet=0.3) == [("once/t", b"first", 2, False), ("once/t", b"second", 2, False)]
 
 
@@ -594,17 +385,17 @@ def test_qos2_exactly_once_when_publisher_reconnects_before_pubrel(raw, gateway:
     the PUBREL on reconnect; the server keeps the packet id across the reconnect and delivers the message once."""
     sub = client(clients, gateway.mqtt_port, "once2-sub")
     assert sub.subscribe("once2/t", 2) == [2]
-    first = raw()
-    assert first.connect("once2-pub", clean=False) == (False, 0)
+    first = raw(gateway.mqtt_port)
+    assert first.connect("once2-pub", clean=False) == ConnAck(False, 0)
     first.send(publish_packet("once2/t", b"only once", 2, 9))
-    assert first.expect(PUBREC).pid == 9
+    assert first.expect(PUBREC).packet_id == 9
     first.close()
-    second = raw()
-    assert second.connect("once2-pub", clean=False) == (True, 0)
+    second = raw(gateway.mqtt_port)
+    assert second.connect("once2-pub", clean=False) == ConnAck(True, 0)
     second.send(publish_packet("once2/t", b"only once", 2, 9, dup=True))
-    assert second.expect(PUBREC).pid == 9
+    assert second.expect(PUBREC).packet_id == 9
     second.send(ack_packet(PUBREL, 9))
-    assert second.expect(PUBCOMP).pid == 9
+    assert second.expect(PUBCOMP).packet_id == 9
     assert receive(sub, 1, quiet=0.3) == [("once2/t", b"only once", 2, False)]
 
 
@@ -701,14 +492,14 @@ def test_invalid_filters_get_0x80_and_the_valid_ones_in_the_same_subscribe_work(
     """§4.7.1.2 [MQTT-4.7.1-2] (`#` must be last and alone), §4.7.1.3 [MQTT-4.7.1-3] (`+` must fill a level):
     SUBACK return code 0x80 for each invalid filter, the granted QoS for the others, in order (§3.9.3
     [MQTT-3.9.3-1]); the connection stays open and the valid subscriptions deliver."""
-    sub = raw()
-    assert sub.connect("invalid-sub") == (False, 0)
+    sub = raw(gateway.mqtt_port)
+    assert sub.connect("invalid-sub") == ConnAck(False, 0)
     filters = [("ok/one", 1), ("a/#/b", 0), ("a+", 1), ("ok/two/#", 2), ("a/b#", 0), ("+a/b", 1)]
-    assert sub.subscribe(5, filters) == [1, 0x80, 0x80, 2, 0x80, 0x80]
+    assert sub.subscribe(filters, 5) == [1, 0x80, 0x80, 2, 0x80, 0x80]
     pub = client(clients, gateway.mqtt_port, "invalid-pub")
     pub.publish("ok/one", b"1", 2)
     pub.publish("ok/two/x", b"2", 2)
-    first, second = sub.expect(PUBLISH), sub.expect(PUBLISH)
+    first, second = sub.read_publish(), sub.read_publish()
     assert (first.topic, first.qos, second.topic, second.qos) == ("ok/one", 1, "ok/two/x", 2)
 
 
@@ -716,19 +507,19 @@ def test_unsubscribe_stops_delivery_and_is_always_acknowledged(raw, gateway: Gat
     """§3.10.4 [MQTT-3.10.4-2]: after UNSUBSCRIBE the server stops adding messages for that filter; other
     subscriptions go on; UNSUBACK carries the packet id [MQTT-3.10.4-4] and is sent even for a filter that was not
     subscribed [MQTT-3.10.4-5], with no payload (§3.11)."""
-    sub = raw()
-    assert sub.connect("unsub-sub") == (False, 0)
-    assert sub.subscribe(1, [("unsub/a", 0), ("unsub/b", 0)]) == [0, 0]
+    sub = raw(gateway.mqtt_port)
+    assert sub.connect("unsub-sub") == ConnAck(False, 0)
+    assert sub.subscribe([("unsub/a", 0), ("unsub/b", 0)], 1) == [0, 0]
     pub = client(clients, gateway.mqtt_port, "unsub-pub")
     pub.publish("unsub/a", b"before", 1)
-    assert sub.expect(PUBLISH).topic == "unsub/a"
+    assert sub.read_publish().topic == "unsub/a"
     sub.send(unsubscribe_packet(0x0A0B, ["unsub/a", "unsub/never-subscribed"]))
     assert sub.expect(UNSUBACK).raw == b"\xb0\x02\x0a\x0b"
     pub.publish("unsub/a", b"after", 1)
     pub.publish("unsub/b", b"still", 1)
-    message = sub.expect(PUBLISH)
+    message = sub.read_publish()
     assert (message.topic, message.payload) == ("unsub/b", b"still")
-    sub.expect_silence(0.3)
+    sub.nothing_within(0.3)
 
 
 def test_paho_unsubscribe_stops_delivery(gateway: Gateway, clients) -> None:
@@ -828,14 +619,14 @@ def test_will_published_on_keepalive_timeout_and_connection_closed(raw, gateway:
     which publishes its will (§3.1.2.5, "failed to communicate within the Keep Alive time")."""
     watcher = client(clients, gateway.mqtt_port, "ka-watcher")
     assert watcher.subscribe("will/ka", 1) == [1]
-    silent = raw()
-    assert silent.connect("ka-silent", keepalive=1, will=("will/ka", b"timed out", 1, False)) == (False, 0)
+    silent = raw(gateway.mqtt_port)
+    assert silent.connect("ka-silent", keepalive=1, will=Will("will/ka", b"timed out", 1, False)) == ConnAck(False, 0)
     start = time.monotonic()
     message = watcher.expect(timeout=5)
     elapsed = time.monotonic() - start
     assert (message.topic, message.payload, message.qos) == ("will/ka", b"timed out", 1)
     assert 1.3 <= elapsed <= 2.5, f"will after {elapsed:.2f} s, expected about 1.5 s"
-    assert silent.packets_until_closed(1) == []
+    assert silent.read_until_closed(1) == []
 
 
 def test_will_not_published_after_disconnect(gateway: Gateway, clients) -> None:
@@ -869,10 +660,10 @@ def test_will_published_when_server_closes_for_protocol_error(raw, gateway: Gate
     second CONNECT, §3.1.0 [MQTT-3.1.0-2])."""
     watcher = client(clients, gateway.mqtt_port, "pe-watcher")
     assert watcher.subscribe("will/pe", 1) == [1]
-    conn = raw()
-    assert conn.connect("pe-client", will=("will/pe", b"protocol error", 1, False)) == (False, 0)
+    conn = raw(gateway.mqtt_port)
+    assert conn.connect("pe-client", will=Will("will/pe", b"protocol error", 1, False)) == ConnAck(False, 0)
     conn.send(connect_packet("pe-client"))
-    assert conn.packets_until_closed(3) == []
+    assert conn.read_until_closed(3) == []
     assert receive(watcher, 1, timeout=3) == [("will/pe", b"protocol error", 1, False)]
 
 
@@ -885,14 +676,14 @@ def test_pingreq_keeps_the_connection_alive(raw, gateway: Gateway, clients) -> N
     them stays connected well beyond 1.5 x its keep-alive of 1 s (no will)."""
     watcher = client(clients, gateway.mqtt_port, "ping-watcher")
     assert watcher.subscribe("will/ping", 1) == [1]
-    conn = raw()
-    assert conn.connect("pinger", keepalive=1, will=("will/ping", b"died", 1, False)) == (False, 0)
+    conn = raw(gateway.mqtt_port)
+    assert conn.connect("pinger", keepalive=1, will=Will("will/ping", b"died", 1, False)) == ConnAck(False, 0)
     start = time.monotonic()
     while time.monotonic() - start < 2.2:
         time.sleep(0.5)
-        conn.send(PINGREQ_PACKET)
+        conn.send(packet(PINGREQ, b""))
         assert conn.expect(PINGRESP, timeout=1).raw == b"\xd0\x00"
-    assert conn.subscribe(3, [("still/here", 0)]) == [0]
+    assert conn.subscribe([("still/here", 0)], 3) == [0]
     watcher.expect_none(0.1)
 
 
@@ -969,20 +760,25 @@ def test_persistent_session_survives_kill_9(gateway: Gateway, clients) -> None:
 def test_unacknowledged_in_flight_message_survives_kill_9(raw, gateway: Gateway, clients) -> None:
     """§4.4: a QoS 1 message sent but not acknowledged before the gateway was killed is resent (DUP 1) when the
     CleanSession 0 client reconnects to the restarted gateway."""
-    first = raw()
-    assert first.connect("inflight-sub", clean=False) == (False, 0)
-    assert first.subscribe(1, [("inflight/t", 1)]) == [1]
+    first = raw(gateway.mqtt_port)
+    assert first.connect("inflight-sub", clean=False) == ConnAck(False, 0)
+    assert first.subscribe([("inflight/t", 1)], 1) == [1]
     pub = client(clients, gateway.mqtt_port, "inflight-pub")
     pub.publish("inflight/t", b"unacked", 1)
-    message = first.expect(PUBLISH)
+    message = first.read_publish()
     port = gateway.mqtt_port
     gateway.kill()  # the publisher stays connected: its DISCONNECT could make the gateway write its state
     first.close()
     gateway.start(mqtt_port=port)
-    second = raw()
-    assert second.connect("inflight-sub", clean=False) == (True, 0)
-    again = second.expect(PUBLISH)
-    assert (again.topic, again.payload, again.dup, again.pid) == ("inflight/t", b"unacked", True, message.pid)
+    second = raw(gateway.mqtt_port)
+    assert second.connect("inflight-sub", clean=False) == ConnAck(True, 0)
+    again = second.read_publish()
+    assert (again.topic, again.payload, again.dup, again.packet_id) == (
+        "inflight/t",
+        b"unacked",
+        True,
+        message.packet_id,
+    )
 
 
 def test_retained_message_survives_kill_9(gateway: Gateway, clients) -> None:

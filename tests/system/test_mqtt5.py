@@ -1,20 +1,18 @@
 """MQTT 5.0 behaviour of a running gateway, seen from outside.
 
 The reference client is paho-mqtt in MQTTv5 mode. Where paho cannot produce a case (protocol errors, a client that
-withholds acknowledgements, exact properties in CONNACK), a raw socket sends hand-written bytes; the broker's own
-codec is used only to read the replies. Section numbers refer to MQTT Version 5.0 (OASIS Standard, 7 March 2019).
+withholds acknowledgements, exact properties in CONNACK), a raw client (tests/rawmqtt.py) sends hand-written bytes
+and checks and decodes the replies, independently of the broker's codec. Section numbers refer to MQTT Version 5.0
+(OASIS Standard, 7 March 2019).
 """
 
 from __future__ import annotations
 
 import contextlib
 import queue
-import socket
-import struct
 import time
 import uuid
-from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -24,215 +22,36 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from gateway.mqtt.codec import (
-    MQTT_5,
-    ConnAck,
-    Disconnect,
-    Packet,
-    PingResp,
-    PubAck,
-    Publish,
-    Reader,
-    SubAck,
-    UnsubAck,
-)
 from tests.conftest import Client, Gateway
+from tests.rawmqtt import (
+    DISCONNECT,
+    MAXIMUM_PACKET_SIZE,
+    PAYLOAD_FORMAT_INDICATOR,
+    PINGREQ,
+    PINGRESP,
+    PUBACK,
+    REASON_STRING,
+    RECEIVE_MAXIMUM,
+    REQUEST_PROBLEM_INFORMATION,
+    SESSION_EXPIRY_INTERVAL,
+    TOPIC_ALIAS,
+    TOPIC_ALIAS_MAXIMUM,
+    UNSUBACK,
+    RawFactory,
+    connect_packet,
+    disconnect_packet,
+    mqtt_str,
+    packet,
+)
 
 # ---------------------------------------------------------------------------------------------------------------
-# Hand-written MQTT 5 packets (§2, §3), independent of the broker's codec.
-
-# Property identifiers (§2.2.2.2)
-PAYLOAD_FORMAT_INDICATOR = 0x01
-SESSION_EXPIRY_INTERVAL = 0x11
-REQUEST_PROBLEM_INFORMATION = 0x17
-REASON_STRING = 0x1F
-RECEIVE_MAXIMUM = 0x21
-TOPIC_ALIAS_MAXIMUM = 0x22
-TOPIC_ALIAS = 0x23
-MAXIMUM_PACKET_SIZE = 0x27
-
-
-def vbi(value: int) -> bytes:
-    """Variable Byte Integer (§1.5.5)."""
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def utf8(text: str) -> bytes:
-    raw = text.encode()
-    return struct.pack(">H", len(raw)) + raw
-
-
-def props(*items: bytes) -> bytes:
-    """A property block: its length, then the properties (§2.2.2)."""
-    body = b"".join(items)
-    return vbi(len(body)) + body
-
-
-def p_byte(ident: int, value: int) -> bytes:
-    return bytes((ident, value))
-
-
-def p_u16(ident: int, value: int) -> bytes:
-    return bytes((ident,)) + struct.pack(">H", value)
-
-
-def p_u32(ident: int, value: int) -> bytes:
-    return bytes((ident,)) + struct.pack(">I", value)
-
-
-def frame(first: int, body: bytes) -> bytes:
-    return bytes((first,)) + vbi(len(body)) + body
-
-
-def connect_packet(
-    client_id: str, *, clean: bool = True, keepalive: int = 60, properties: bytes = b"\x00", level: int = 5
-) -> bytes:
-    body = utf8("MQTT") + bytes((level, 0x02 if clean else 0x00)) + struct.pack(">H", keepalive)
-    if level == 5:
-        body += properties
-    return frame(0x10, body + utf8(client_id))
-
-
-def publish_packet(
-    topic: str, payload: bytes, *, qos: int = 0, packet_id: int = 1, properties: bytes = b"\x00", retain: bool = False
-) -> bytes:
-    body = utf8(topic)
-    if qos:
-        body += struct.pack(">H", packet_id)
-    return frame(0x30 | (qos << 1) | int(retain), body + properties + payload)
-
-
-def subscribe_packet(packet_id: int, *filters: tuple[str, int], properties: bytes = b"\x00") -> bytes:
-    body = struct.pack(">H", packet_id) + properties
-    for topic_filter, options in filters:
-        body += utf8(topic_filter) + bytes((options,))
-    return frame(0x82, body)
-
-
-def unsubscribe_packet(packet_id: int, *filters: str) -> bytes:
-    return frame(0xA2, struct.pack(">H", packet_id) + b"\x00" + b"".join(utf8(f) for f in filters))
-
-
-def puback_packet(packet_id: int) -> bytes:
-    return frame(0x40, struct.pack(">H", packet_id))
-
-
-def disconnect_packet(reason: int = 0, properties: bytes = b"\x00") -> bytes:
-    return frame(0xE0, bytes((reason,)) + properties)
-
-
-PINGREQ = b"\xc0\x00"
-
-
-class Raw:
-    """A raw MQTT 5 client socket: sends the bytes it is given, decodes what the gateway sends back."""
-
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-        self.reader = Reader(version=MQTT_5)
-        self.packets: deque[Packet] = deque()
-        self.eof = False
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def _read(self, deadline: float) -> bool:
-        """Read once from the socket; False when nothing came before the deadline."""
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return False
-        self.sock.settimeout(remaining)
-        try:
-            data = self.sock.recv(65536)
-        except TimeoutError:
-            return False
-        except ConnectionResetError:
-            data = b""
-        if not data:
-            self.eof = True
-        else:
-            self.packets.extend(self.reader.feed(data))
-        return True
-
-    def recv(self, timeout: float = 5.0) -> Packet:
-        deadline = time.monotonic() + timeout
-        while not self.packets:
-            if self.eof:
-                raise AssertionError("the gateway closed the connection while a packet was expected")
-            if not self._read(deadline):
-                raise AssertionError(f"no packet from the gateway within {timeout} s")
-        return self.packets.popleft()
-
-    def recv_none(self, wait: float) -> None:
-        deadline = time.monotonic() + wait
-        while not self.packets and not self.eof and self._read(deadline):
-            pass
-        assert not self.packets, f"unexpected packets: {list(self.packets)!r}"
-        assert not self.eof, "the gateway closed the connection"
-
-    def connect(self, client_id: str, **kwargs: Any) -> ConnAck:
-        self.send(connect_packet(client_id, **kwargs))
-        ack = self.recv()
-        assert isinstance(ack, ConnAck), ack
-        assert ack.reason_code == 0, f"CONNACK 0x{ack.reason_code:02X} {ack.properties!r}"
-        return ack
-
-    def closed(self, timeout: float = 5.0) -> list[Packet]:
-        """Wait for the gateway to close the connection; returns every packet received before that."""
-        deadline = time.monotonic() + timeout
-        while not self.eof:
-            if not self._read(deadline):
-                raise AssertionError(f"the gateway did not close the connection within {timeout} s: {self.packets!r}")
-        packets = list(self.packets)
-        self.packets.clear()
-        return packets
-
-    def expect_disconnect(self, reason: int, timeout: float = 5.0) -> Disconnect:
-        """The gateway sends DISCONNECT with `reason` as its last packet, then closes the connection (§4.13)."""
-        packets = self.closed(timeout)
-        assert packets and isinstance(packets[-1], Disconnect), f"expected DISCONNECT 0x{reason:02X}, got {packets!r}"
-        assert packets[-1].reason_code == reason, (
-            f"expected DISCONNECT 0x{reason:02X}, got 0x{packets[-1].reason_code:02X} {packets[-1].properties!r}"
-        )
-        return packets[-1]
-
-    def close(self) -> None:
-        self.sock.close()
+# Helpers
 
 
 @pytest.fixture
-def raw() -> Iterator[Callable[[int], Raw]]:
-    made: list[Raw] = []
-
-    def make(port: int) -> Raw:
-        connection = Raw(port)
-        made.append(connection)
-        return connection
-
-    yield make
-    for connection in made:
-        connection.close()
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# paho helpers
-
-
-@pytest.fixture(autouse=True)
-def _disconnect_clients_first(clients: list[Client], gateway_factory: Callable[..., Gateway]) -> Iterator[None]:
-    """Send DISCONNECT before stopping each paho loop, while the gateway still runs: the loop thread then ends at
-    once instead of after a select timeout or a reconnect delay, which keeps the teardown of every test short."""
-    del gateway_factory  # requested only so that the gateways are stopped after this teardown
-    yield
-    for client in clients:
-        with contextlib.suppress(Exception):
-            client.paho.disconnect()
-            client.paho.loop_stop()
+def raw_timeout() -> float:
+    """The raw clients of this file wait 5 s by default for a packet or for the gateway to close."""
+    return 5.0
 
 
 def properties(packet_type: int, **values: Any) -> Properties:
@@ -286,9 +105,9 @@ def code(value: Any) -> int:
 # CONNACK
 
 
-def test_connack_carries_receive_maximum_and_limits(gateway: Gateway, raw: Callable[[int], Raw]) -> None:
+def test_connack_carries_receive_maximum_and_limits(gateway: Gateway, raw: RawFactory) -> None:
     """§3.2.2.3.3: the Receive Maximum in CONNACK; §3.2.2.3.6 Maximum Packet Size, §3.2.2.3.8 Topic Alias Maximum."""
-    client = raw(gateway.mqtt_port)
+    client = raw(gateway.mqtt_port, version=5)
     ack = client.connect("limits")
     assert not ack.session_present
     assert ack.properties.get(RECEIVE_MAXIMUM) == 100, ack.properties  # receive_maximum's default; absent = 65535
@@ -320,15 +139,15 @@ def test_server_keep_alive_caps_the_requested_keep_alive(
     assert getattr(ack, "ServerKeepAlive", None) == 10, f"CONNACK properties: {ack}"
 
 
-def test_unsupported_protocol_version_gets_connack_then_close(gateway: Gateway, raw: Callable[[int], Raw]) -> None:
+def test_unsupported_protocol_version_gets_connack_then_close(gateway: Gateway, raw: RawFactory) -> None:
     """§3.1.2.2: a CONNECT with an unsupported Protocol Version gets a refusing CONNACK, then the connection closes.
 
     For a level the gateway does not know (6), it answers in the 3.1.1 form with return code 0x01, as mosquitto
     does: MQTT 5 only says a server MAY send 0x84, while 3.1.1 §3.1.2.2 requires 0x01, and the 3.1.1 form is the
     one every existing client can parse.
     """
-    client = raw(gateway.mqtt_port)
-    client.sock.sendall(connect_packet("future", level=6))
+    client = raw(gateway.mqtt_port, version=5)
+    client.sock.sendall(connect_packet("future", version=6))
     data = b""
     client.sock.settimeout(5)
     while chunk := client.sock.recv(1024):
@@ -420,17 +239,16 @@ def test_disconnect_lowers_session_expiry(gateway: Gateway, clients: list[Client
     assert control.expect().payload == b"m"
 
 
-def test_disconnect_cannot_set_expiry_after_connect_set_zero(gateway: Gateway, raw: Callable[[int], Raw]) -> None:
+def test_disconnect_cannot_set_expiry_after_connect_set_zero(gateway: Gateway, raw: RawFactory) -> None:
     """§3.14.2.2.2: a non-zero Session Expiry Interval in DISCONNECT after CONNECT had 0 is a Protocol Error:
     the gateway answers DISCONNECT 0x82, closes, and keeps no session."""
-    client = raw(gateway.mqtt_port)
+    client = raw(gateway.mqtt_port, version=5)
     client.connect("zero-expiry")
-    client.send(subscribe_packet(1, ("zero/t", 1)))
-    assert isinstance(client.recv(), SubAck)
-    client.send(disconnect_packet(0x00, props(p_u32(SESSION_EXPIRY_INTERVAL, 300))))
+    client.subscribe([("zero/t", 1)])
+    client.send(disconnect_packet(0x00, {SESSION_EXPIRY_INTERVAL: 300}, version=5))
     client.expect_disconnect(0x82)
-    again = raw(gateway.mqtt_port)
-    ack = again.connect("zero-expiry", clean=False, properties=props(p_u32(SESSION_EXPIRY_INTERVAL, 60)))
+    again = raw(gateway.mqtt_port, version=5)
+    ack = again.connect("zero-expiry", clean=False, props={SESSION_EXPIRY_INTERVAL: 60})
     assert not ack.session_present
 
 
@@ -528,43 +346,42 @@ def test_topic_alias_set_then_used_with_empty_topic(gateway: Gateway, clients: l
     assert all(prop(m, "TopicAlias") is None for m in messages)
 
 
-def test_topic_alias_above_maximum_is_refused(gateway: Gateway, raw: Callable[[int], Raw]) -> None:
+def test_topic_alias_above_maximum_is_refused(gateway: Gateway, raw: RawFactory) -> None:
     """§3.3.2.3.4: a Topic Alias greater than the server's Topic Alias Maximum -> DISCONNECT 0x94."""
-    client = raw(gateway.mqtt_port)
+    client = raw(gateway.mqtt_port, version=5)
     ack = client.connect("alias-high")
     maximum = ack.properties.get(TOPIC_ALIAS_MAXIMUM, 0)
-    client.send(publish_packet("alias/x", b"p", properties=props(p_u16(TOPIC_ALIAS, maximum + 1))))
+    client.publish("alias/x", b"p", props={TOPIC_ALIAS: maximum + 1})
     client.expect_disconnect(0x94)
 
 
-def test_topic_alias_zero_is_refused(gateway: Gateway, raw: Callable[[int], Raw]) -> None:
+def test_topic_alias_zero_is_refused(gateway: Gateway, raw: RawFactory) -> None:
     """§3.3.2.3.4: a Topic Alias of 0 is not permitted -> DISCONNECT 0x94."""
-    client = raw(gateway.mqtt_port)
+    client = raw(gateway.mqtt_port, version=5)
     client.connect("alias-zero")
-    client.send(publish_packet("alias/x", b"p", properties=props(p_u16(TOPIC_ALIAS, 0))))
+    client.publish("alias/x", b"p", props={TOPIC_ALIAS: 0})
     client.expect_disconnect(0x94)
 
 
-def test_unknown_topic_alias_with_empty_topic_is_protocol_error(gateway: Gateway, raw: Callable[[int], Raw]) -> None:
+def test_unknown_topic_alias_with_empty_topic_is_protocol_error(gateway: Gateway, raw: RawFactory) -> None:
     """§3.3.2.3.4 / §3.3.2.1: an empty topic with an alias the client never set has no topic -> DISCONNECT 0x82."""
-    client = raw(gateway.mqtt_port)
+    client = raw(gateway.mqtt_port, version=5)
     client.connect("alias-unknown")
-    client.send(publish_packet("", b"p", properties=props(p_u16(TOPIC_ALIAS, 3))))
+    client.publish("", b"p", props={TOPIC_ALIAS: 3})
     client.expect_disconnect(0x82)
 
 
-def test_topic_alias_does_not_survive_reconnect(gateway: Gateway, raw: Callable[[int], Raw]) -> None:
+def test_topic_alias_does_not_survive_reconnect(gateway: Gateway, raw: RawFactory) -> None:
     """§3.3.2.3.4: Topic Alias mappings exist only within one network connection; using an alias set on an earlier
     connection with an empty topic has no topic -> DISCONNECT 0x82."""
-    first = raw(gateway.mqtt_port)
-    first.connect("alias-again", properties=props(p_u32(SESSION_EXPIRY_INTERVAL, 60)))
-    first.send(publish_packet("alias/kept", b"p", qos=1, properties=props(p_u16(TOPIC_ALIAS, 1))))
-    assert isinstance(first.recv(), PubAck)
-    first.send(disconnect_packet())
-    first.close()
-    second = raw(gateway.mqtt_port)
-    assert second.connect("alias-again", clean=False, properties=props(p_u32(SESSION_EXPIRY_INTERVAL, 60)))
-    second.send(publish_packet("", b"p", properties=props(p_u16(TOPIC_ALIAS, 1))))
+    first = raw(gateway.mqtt_port, version=5)
+    first.connect("alias-again", props={SESSION_EXPIRY_INTERVAL: 60})
+    first.publish("alias/kept", b"p", 1, 1, props={TOPIC_ALIAS: 1})
+    first.expect(PUBACK)
+    first.disconnect()
+    second = raw(gateway.mqtt_port, version=5)
+    assert second.connect("alias-again", clean=False, props={SESSION_EXPIRY_INTERVAL: 60})
+    second.publish("", b"p", props={TOPIC_ALIAS: 1})
     second.expect_disconnect(0x82)
 
 
@@ -573,35 +390,34 @@ def test_topic_alias_does_not_survive_reconnect(gateway: Gateway, raw: Callable[
 
 
 def test_receive_maximum_limits_unacknowledged_publishes(
-    gateway: Gateway, clients: list[Client], raw: Callable[[int], Raw]
+    gateway: Gateway, clients: list[Client], raw: RawFactory
 ) -> None:
     """§3.3.4: the server never has more unacknowledged QoS 1 PUBLISH packets in flight than the client's
     Receive Maximum (§3.1.2.11.3); each PUBACK releases the next."""
-    sub = raw(gateway.mqtt_port)
-    sub.connect("slow", properties=props(p_u16(RECEIVE_MAXIMUM, 2)))
-    sub.send(subscribe_packet(1, ("rm/t", 1)))
-    assert isinstance(sub.recv(), SubAck)
+    sub = raw(gateway.mqtt_port, version=5)
+    sub.connect("slow", props={RECEIVE_MAXIMUM: 2})
+    sub.subscribe([("rm/t", 1)])
     pub = v5(clients, gateway.mqtt_port, "rm-pub")
     for i in range(5):
         pub.publish("rm/t", f"m{i}".encode(), 1)
-    first = [sub.recv() for _ in range(2)]
-    assert all(isinstance(p, Publish) and p.qos == 1 for p in first), first
-    assert [p.payload for p in first if isinstance(p, Publish)] == [b"m0", b"m1"]
-    sub.recv_none(1.0)
-    assert isinstance(first[0], Publish) and first[0].packet_id is not None
-    sub.send(puback_packet(first[0].packet_id))
-    third = sub.recv()
-    assert isinstance(third, Publish) and third.payload == b"m2", third
-    sub.recv_none(0.7)
+    first = [sub.read_publish() for _ in range(2)]
+    assert all(p.qos == 1 for p in first), first
+    assert [p.payload for p in first] == [b"m0", b"m1"]
+    sub.nothing_within(1.0)
+    assert first[0].packet_id != 0
+    sub.ack(PUBACK, first[0].packet_id)
+    third = sub.read_publish()
+    assert third.payload == b"m2", third
+    sub.nothing_within(0.7)
     in_flight = [first[1], third]
     for expected in (b"m3", b"m4"):
         done = in_flight.pop(0)
-        assert isinstance(done, Publish) and done.packet_id is not None
-        sub.send(puback_packet(done.packet_id))
-        released = sub.recv()
-        assert isinstance(released, Publish) and released.payload == expected, released
+        assert done.packet_id != 0
+        sub.ack(PUBACK, done.packet_id)
+        released = sub.read_publish()
+        assert released.payload == expected, released
         in_flight.append(released)
-    sub.recv_none(0.3)
+    sub.nothing_within(0.3)
 
 
 def test_client_maximum_packet_size_is_respected(gateway: Gateway, clients: list[Client]) -> None:
@@ -619,19 +435,19 @@ def test_client_maximum_packet_size_is_respected(gateway: Gateway, clients: list
 
 
 def test_packet_above_server_maximum_is_refused(
-    gateway_factory: Callable[..., Gateway], clients: list[Client], raw: Callable[[int], Raw]
+    gateway_factory: Callable[..., Gateway], clients: list[Client], raw: RawFactory
 ) -> None:
     """§3.2.2.3.6: the server's Maximum Packet Size is in CONNACK; a larger packet is a protocol error answered
     with DISCONNECT 0x95 (§4.13), and other clients are unaffected."""
     gw = gateway_factory("[mqtt]\nmax_packet_size = 1024\n")
     watcher = v5(clients, gw.mqtt_port, "watcher")
     assert watcher.subscribe("big/#", 0) == [0]
-    client = raw(gw.mqtt_port)
+    client = raw(gw.mqtt_port, version=5)
     ack = client.connect("too-big")
     assert ack.properties.get(MAXIMUM_PACKET_SIZE) == 1024, ack.properties
-    client.send(publish_packet("big/fits", b"f" * 900))
+    client.publish("big/fits", b"f" * 900)
     assert watcher.expect().payload == b"f" * 900
-    client.send(publish_packet("big/huge", b"h" * 2000))
+    client.publish("big/huge", b"h" * 2000)
     client.expect_disconnect(0x95)
     watcher.expect_none(0.3)
     other = v5(clients, gw.mqtt_port, "other")
@@ -643,43 +459,40 @@ def test_packet_above_server_maximum_is_refused(
 # Reason codes and reason strings
 
 
-def test_suback_0x8f_for_invalid_filter(gateway: Gateway, raw: Callable[[int], Raw]) -> None:
+def test_suback_0x8f_for_invalid_filter(gateway: Gateway, raw: RawFactory) -> None:
     """§3.9.3: SUBACK carries one reason code per filter: 0x8F Topic Filter invalid for `a/#/b` (§4.7.1.2), the
     granted QoS for a valid one; the connection stays open."""
-    client = raw(gateway.mqtt_port)
+    client = raw(gateway.mqtt_port, version=5)
     client.connect("bad-filter")
-    client.send(subscribe_packet(7, ("a/#/b", 1), ("ok/+", 1)))
-    ack = client.recv()
-    assert isinstance(ack, SubAck) and ack.packet_id == 7, ack
-    assert ack.reason_codes == [0x8F, 0x01]
-    client.send(PINGREQ)
-    assert isinstance(client.recv(), PingResp)
+    client.send(client.subscribe_bytes(7, [("a/#/b", 1), ("ok/+", 1)]))
+    ack = client.read_suback(7)
+    assert ack.codes == [0x8F, 0x01]
+    client.send(packet(PINGREQ, b""))
+    client.expect(PINGRESP)
 
 
-def test_unsuback_0x11_when_no_subscription_existed(gateway: Gateway, raw: Callable[[int], Raw]) -> None:
+def test_unsuback_0x11_when_no_subscription_existed(gateway: Gateway, raw: RawFactory) -> None:
     """§3.11.3: UNSUBACK 0x11 No subscription existed for a filter the client never subscribed, 0x00 otherwise."""
-    client = raw(gateway.mqtt_port)
+    client = raw(gateway.mqtt_port, version=5)
     client.connect("unsub")
-    client.send(subscribe_packet(1, ("real/t", 0)))
-    assert isinstance(client.recv(), SubAck)
-    client.send(unsubscribe_packet(2, "never/t", "real/t"))
-    ack = client.recv()
-    assert isinstance(ack, UnsubAck) and ack.packet_id == 2, ack
-    assert ack.reason_codes == [0x11, 0x00]
+    client.subscribe([("real/t", 0)])
+    client.send(client.unsubscribe_bytes(2, ["never/t", "real/t"]))
+    ack = client.read_suback(2, kind=UNSUBACK)
+    assert ack.codes == [0x11, 0x00]
 
 
-def test_no_reason_string_when_problem_information_not_requested(gateway: Gateway, raw: Callable[[int], Raw]) -> None:
+def test_no_reason_string_when_problem_information_not_requested(gateway: Gateway, raw: RawFactory) -> None:
     """§3.1.2.11.7: with Request Problem Information 0 the server must not send a Reason String on packets other
     than PUBLISH, CONNACK or DISCONNECT."""
-    client = raw(gateway.mqtt_port)
-    client.connect("quiet", properties=props(p_byte(REQUEST_PROBLEM_INFORMATION, 0)))
-    client.send(subscribe_packet(1, ("a/#/b", 0)))
-    suback = client.recv()
-    assert isinstance(suback, SubAck) and suback.reason_codes == [0x8F], suback
+    client = raw(gateway.mqtt_port, version=5)
+    client.connect("quiet", props={REQUEST_PROBLEM_INFORMATION: 0})
+    client.send(client.subscribe_bytes(1, [("a/#/b", 0)]))
+    suback = client.read_suback(1)
+    assert suback.codes == [0x8F], suback
     assert REASON_STRING not in suback.properties, suback.properties
-    client.send(unsubscribe_packet(2, "never/t"))
-    unsuback = client.recv()
-    assert isinstance(unsuback, UnsubAck) and unsuback.reason_codes == [0x11], unsuback
+    client.send(client.unsubscribe_bytes(2, ["never/t"]))
+    unsuback = client.read_suback(2, kind=UNSUBACK)
+    assert unsuback.codes == [0x11], unsuback
     assert REASON_STRING not in unsuback.properties, unsuback.properties
 
 
@@ -804,11 +617,11 @@ def test_no_local(gateway: Gateway, clients: list[Client]) -> None:
     me.expect_none(0.3)
 
 
-def test_no_local_on_shared_subscription_is_protocol_error(gateway: Gateway, raw: Callable[[int], Raw]) -> None:
+def test_no_local_on_shared_subscription_is_protocol_error(gateway: Gateway, raw: RawFactory) -> None:
     """§3.8.3.1: it is a Protocol Error to set No Local on a Shared Subscription -> DISCONNECT 0x82."""
-    client = raw(gateway.mqtt_port)
+    client = raw(gateway.mqtt_port, version=5)
     client.connect("nl-shared")
-    client.send(subscribe_packet(1, ("$share/grp/nls/t", 0x04 | 0x01)))
+    client.send(client.subscribe_bytes(1, [("$share/grp/nls/t", 0x04 | 0x01)]))
     client.expect_disconnect(0x82)
 
 
@@ -941,41 +754,39 @@ def test_disconnect_with_will_message_publishes_the_will(gateway: Gateway, clien
 # Takeover and malformed input
 
 
-def test_session_takeover_sends_disconnect_0x8e(gateway: Gateway, raw: Callable[[int], Raw]) -> None:
+def test_session_takeover_sends_disconnect_0x8e(gateway: Gateway, raw: RawFactory) -> None:
     """§3.1.4: a second connection with the same Client Identifier takes the session over; the old one gets
     DISCONNECT 0x8E Session taken over and is closed."""
     client_id = f"twin-{uuid.uuid4().hex[:8]}"
-    old = raw(gateway.mqtt_port)
+    old = raw(gateway.mqtt_port, version=5)
     old.connect(client_id)
-    new = raw(gateway.mqtt_port)
+    new = raw(gateway.mqtt_port, version=5)
     new.connect(client_id)
     old.expect_disconnect(0x8E)
-    new.send(PINGREQ)
-    assert isinstance(new.recv(), PingResp)
+    new.send(packet(PINGREQ, b""))
+    new.expect(PINGRESP)
 
 
-def test_publish_with_qos_3_is_malformed(gateway: Gateway, clients: list[Client], raw: Callable[[int], Raw]) -> None:
+def test_publish_with_qos_3_is_malformed(gateway: Gateway, clients: list[Client], raw: RawFactory) -> None:
     """§3.3.1.2: a PUBLISH with both QoS bits set is a Malformed Packet -> DISCONNECT 0x81, then close."""
     watcher = v5(clients, gateway.mqtt_port, "q3-watcher")
     assert watcher.subscribe("q3/#", 1) == [1]
-    client = raw(gateway.mqtt_port)
+    client = raw(gateway.mqtt_port, version=5)
     client.connect("qos3")
-    client.send(frame(0x36, utf8("q3/t") + b"\x00\x01" + b"\x00" + b"bad"))
+    client.send(packet(0x36, mqtt_str("q3/t") + b"\x00\x01" + b"\x00" + b"bad"))
     client.expect_disconnect(0x81)
     watcher.expect_none(0.3)
 
 
-def test_duplicate_property_is_protocol_error(
-    gateway: Gateway, clients: list[Client], raw: Callable[[int], Raw]
-) -> None:
+def test_duplicate_property_is_protocol_error(gateway: Gateway, clients: list[Client], raw: RawFactory) -> None:
     """§2.2.2.2 / §3.3.2.3.2: including the same property twice is a Protocol Error -> DISCONNECT 0x82."""
     watcher = v5(clients, gateway.mqtt_port, "dup-watcher")
     assert watcher.subscribe("dup/#", 1) == [1]
-    client = raw(gateway.mqtt_port)
+    client = raw(gateway.mqtt_port, version=5)
     client.connect("dup-prop")
-    twice = props(p_byte(PAYLOAD_FORMAT_INDICATOR, 1), p_byte(PAYLOAD_FORMAT_INDICATOR, 1))
-    client.send(publish_packet("dup/t", b"x", qos=1, properties=twice))
-    packets = client.closed()
-    assert not any(isinstance(p, PubAck) for p in packets), packets
-    assert packets and isinstance(packets[-1], Disconnect) and packets[-1].reason_code == 0x82, packets
+    twice = [(PAYLOAD_FORMAT_INDICATOR, 1), (PAYLOAD_FORMAT_INDICATOR, 1)]
+    client.publish("dup/t", b"x", 1, 1, props=twice)
+    packets = client.read_until_closed()
+    assert not any(p.kind == PUBACK for p in packets), packets
+    assert packets and packets[-1].kind == DISCONNECT and client.parse_ack(packets[-1]).code == 0x82, packets
     watcher.expect_none(0.3)

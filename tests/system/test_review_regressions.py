@@ -2,7 +2,7 @@
 process: what needs its state store, restarts, password checks or a file-size limit.
 
 Each test reproduces one finding of the review and fails on the code before its fix. The raw client comes from
-tests/mqtt/test_review_regressions.py.
+tests/rawmqtt.py.
 """
 
 from __future__ import annotations
@@ -13,24 +13,24 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, Gateway
-from tests.mqtt.test_publish_hook import wait_until
-from tests.mqtt.test_review_regressions import (
+from tests.conftest import REPO, Gateway, wait_until
+from tests.rawmqtt import (
     PINGREQ,
     PINGRESP,
     PUBACK,
     PUBCOMP,
+    PUBLISH,
     PUBREC,
     PUBREL,
     SESSION_EXPIRY_INTERVAL,
     WILL_DELAY_INTERVAL,
-    Peer,
+    RawClient,
+    RawFactory,
     Will,
     connect_packet,
     packet,
@@ -39,22 +39,7 @@ from tests.mqtt.test_review_regressions import (
 GatewayFactory = Callable[..., Gateway]
 
 
-@pytest.fixture
-def peers() -> Iterator[Callable[..., Peer]]:
-    """Makes `Peer`s that are closed after the test."""
-    made: list[Peer] = []
-
-    def make(*args: Any, **kwargs: Any) -> Peer:
-        peer = Peer(*args, **kwargs)
-        made.append(peer)
-        return peer
-
-    yield make
-    for peer in made:
-        peer.close()
-
-
-def ping(peer: Peer) -> None:
+def ping(peer: RawClient) -> None:
     """A PINGREQ round trip: everything the peer sent before has been handled (and the state written)."""
     peer.send(packet(PINGREQ, b""))
     assert peer.read() == (PINGRESP, b"")
@@ -75,14 +60,14 @@ def restart(gateway: Gateway, how: str) -> None:
 
 @pytest.mark.parametrize("how", ["sigterm", "kill-9"])
 def test_qos2_message_accepted_before_a_restart_is_not_delivered_again(
-    gateway: Gateway, peers: Callable[..., Peer], how: str
+    gateway: Gateway, raw: RawFactory, how: str
 ) -> None:
     """MQTT 3.1.1 and 5 §4.3.3 (method A: the receiver keeps the packet id until PUBREL and must not deliver the
     message again) and §4.4 / §4.1 (the id is session state, which a persistent session keeps): a resend of an
     accepted QoS 2 PUBLISH whose PUBREC was lost gets a PUBREC, not a second delivery, also after a restart."""
-    sub = peers(gateway.mqtt_port, "sub", clean=False)
+    sub = raw(gateway.mqtt_port, "sub", clean=False)
     assert sub.subscribe([("t", 2)]) == [2]
-    pub = peers(gateway.mqtt_port, "pub", clean=False)
+    pub = raw(gateway.mqtt_port, "pub", clean=False)
     pub.publish("t", b"once", 2, 5)
     ack = pub.read_ack()
     assert (ack.kind, ack.packet_id) == (PUBREC, 5)  # the gateway owns it now; say this PUBREC is lost
@@ -94,8 +79,8 @@ def test_qos2_message_accepted_before_a_restart_is_not_delivered_again(
     ping(sub)
 
     restart(gateway, how)
-    sub = peers(gateway.mqtt_port, "sub", clean=False)
-    pub = peers(gateway.mqtt_port, "pub", clean=False)
+    sub = raw(gateway.mqtt_port, "sub", clean=False)
+    pub = raw(gateway.mqtt_port, "pub", clean=False)
     assert sub.connack is not None and sub.connack.session_present
     assert pub.connack is not None and pub.connack.session_present
     pub.publish("t", b"once", 2, 5, dup=True)
@@ -112,31 +97,31 @@ def test_qos2_message_accepted_before_a_restart_is_not_delivered_again(
 # Finding 3: a session resumed with expiry 0 left its old state in the store
 
 
-def test_session_resumed_with_expiry_0_is_gone_after_a_crash(gateway: Gateway, peers: Callable[..., Peer]) -> None:
+def test_session_resumed_with_expiry_0_is_gone_after_a_crash(gateway: Gateway, raw: RawFactory) -> None:
     """MQTT 5 §3.1.2.11.2: with a Session Expiry Interval of 0 the session ends when the network connection
     closes, so it must not outlive it in the state store: after a crash (kill -9) while such a connection was
     open, the client finds no session (§3.2.2.1.1 Session Present 0) and nothing is delivered again."""
     port = gateway.mqtt_port
     keep = {SESSION_EXPIRY_INTERVAL: 300}
-    sub = peers(port, "sub", version=5, clean=False, props=keep)
+    sub = raw(port, "sub", version=5, clean=False, props=keep)
     assert sub.subscribe([("t", 2)]) == [2]
     sub.disconnect()
-    pub = peers(port, "pub", version=5)
+    pub = raw(port, "pub", version=5)
     for i in range(3):
         pub.publish("t", b"m%d" % i, 2, i + 1)
         assert pub.read_ack().kind == PUBREC
 
-    sub = peers(port, "sub", version=5, clean=False, props={SESSION_EXPIRY_INTERVAL: 0})
+    sub = raw(port, "sub", version=5, clean=False, props={SESSION_EXPIRY_INTERVAL: 0})
     assert sub.connack is not None and sub.connack.session_present
     payloads, completed = [], 0
     while completed < 3:
-        first, body = sub.read()
-        if first & 0xF0 == 0x30:
-            got = sub.parse_publish(first, body)
+        received = sub.read()
+        if received.kind == PUBLISH:
+            got = sub.parse_publish(received)
             payloads.append(got.payload)
             sub.ack(PUBREC, got.packet_id)
         else:
-            rel = sub.parse_ack(first, body, 0)
+            rel = sub.parse_ack(received)
             assert rel.kind == PUBREL
             sub.ack(PUBCOMP, rel.packet_id)
             completed += 1
@@ -145,7 +130,7 @@ def test_session_resumed_with_expiry_0_is_gone_after_a_crash(gateway: Gateway, p
 
     gateway.kill()  # a crash or power cut while the client is connected
     gateway.start(mqtt_port=port)
-    sub = peers(port, "sub", version=5, clean=False, props=keep)
+    sub = raw(port, "sub", version=5, clean=False, props=keep)
     assert sub.connack is not None and not sub.connack.session_present
     assert sub.subscribe([("other", 0)]) == [0]  # the first packet after CONNACK: nothing was redelivered
 
@@ -154,19 +139,19 @@ def test_session_resumed_with_expiry_0_is_gone_after_a_crash(gateway: Gateway, p
 # Finding 5: a delayed will was lost over a restart
 
 
-def test_delayed_will_survives_a_restart(gateway: Gateway, peers: Callable[..., Peer]) -> None:
+def test_delayed_will_survives_a_restart(gateway: Gateway, raw: RawFactory) -> None:
     """MQTT 5 §3.1.3.2.2 (Will Delay Interval: the Server delays publishing the will until the interval has
     passed or the session ends) and §3.1.2.5 (the will is published when the connection is lost): a gateway
     restart during the delay must neither lose the will nor publish it early."""
     will = Will("status/dev", b"offline", 1, True, {WILL_DELAY_INTERVAL: 2})
-    dev = peers(gateway.mqtt_port, "dev", version=5, clean=False, props={SESSION_EXPIRY_INTERVAL: 3600}, will=will)
+    dev = raw(gateway.mqtt_port, "dev", version=5, clean=False, props={SESSION_EXPIRY_INTERVAL: 3600}, will=will)
     dropped = time.monotonic()
     dev.close()  # gone without DISCONNECT: the will is due in 2 s
     assert wait_until(lambda: "client dev" in gateway.log() and "gone without DISCONNECT" in gateway.log())
     gateway.restart()
     assert time.monotonic() - dropped < 1.5, "the restart outlasted the will delay: the test proves nothing"
 
-    watch = peers(gateway.mqtt_port, "watch", version=5)
+    watch = raw(gateway.mqtt_port, "watch", version=5)
     assert watch.subscribe([("status/#", 1)]) == [1]
     got = watch.read_publish(timeout=dropped + 6 - time.monotonic())
     assert (got.topic, got.payload) == ("status/dev", b"offline")
@@ -179,19 +164,19 @@ def test_delayed_will_survives_a_restart(gateway: Gateway, peers: Callable[..., 
 
 @pytest.mark.parametrize("version", [4, 5], ids=["mqtt311", "mqtt5"])
 def test_subscriptions_beyond_the_limit_are_refused_and_answered_quickly(
-    gateway: Gateway, peers: Callable[..., Peer], version: int
+    gateway: Gateway, raw: RawFactory, version: int
 ) -> None:
     """MQTT 5 §3.9.3 (SUBACK reason 0x97 Quota exceeded) and 3.1.1 §3.9.3 (0x80 Failure): beyond
     max_subscriptions_per_client (1000 by default) filters are refused. A SUBACK for 1,500 filters of a
     persistent session comes within seconds and other clients are served meanwhile (§3.1.2.10: a PINGREQ is
     answered)."""
-    many = peers(gateway.mqtt_port, "many", version=version, clean=False)
-    probe = peers(gateway.mqtt_port, "probe", version=version)
+    many = raw(gateway.mqtt_port, "many", version=version, clean=False)
+    probe = raw(gateway.mqtt_port, "probe", version=version)
     started = time.monotonic()
     many.send(many.subscribe_bytes(1, [(f"f/{i}", 1) for i in range(1500)]))
     probe.send(packet(PINGREQ, b""))
     assert probe.read(1.0) == (PINGRESP, b"")
-    codes = many.read_suback(1, timeout=5)
+    codes = many.read_suback(1, timeout=5).codes
     assert time.monotonic() - started < 5
     refused = 0x97 if version == 5 else 0x80
     assert codes == [1] * 1000 + [refused] * 500
@@ -217,7 +202,7 @@ def auth_gateway(gateway_factory: GatewayFactory, password_file: Path) -> Gatewa
 
 
 def test_connects_that_hang_up_before_their_password_check_do_not_hold_up_a_valid_one(
-    gateway_factory: GatewayFactory, password_file: Path, peers: Callable[..., Peer]
+    gateway_factory: GatewayFactory, password_file: Path, raw: RawFactory
 ) -> None:
     """MQTT 3.1.1 §5.4.8 / MQTT 5 §5.4.8 (a server should guard against denial of service). Checking a password
     takes an argon2 hash; 300 clients that send a CONNECT with a wrong password and hang up at once must not
@@ -228,7 +213,7 @@ def test_connects_that_hang_up_before_their_password_check_do_not_hold_up_a_vali
     hash_times = []
     for _ in range(3):
         started = time.monotonic()
-        wrong = peers(port, "probe", username="alice", password="wrong")
+        wrong = raw(port, "probe", username="alice", password="wrong", check=False)
         hash_times.append(time.monotonic() - started)
         assert wrong.connack is not None and wrong.connack.code == 4  # bad user name or password
     one_check = statistics.median(hash_times)
@@ -241,7 +226,7 @@ def test_connects_that_hang_up_before_their_password_check_do_not_hold_up_a_vali
     bound = 0.2 + 8 * one_check  # a few checks, not 300, nor the 32 of clients that have gone
     attempts = []
     while True:
-        valid = peers(port, "alice", username="alice", password="wonderland", connect_timeout=bound + 10)
+        valid = raw(port, "alice", username="alice", password="wonderland", timeout=bound + 10, check=False)
         assert valid.connack is not None
         attempts.append(valid.connack.code)
         if valid.connack.code != 3 or time.monotonic() - flood_over > bound:
@@ -257,7 +242,7 @@ def test_connects_that_hang_up_before_their_password_check_do_not_hold_up_a_vali
 
 
 def test_connects_beyond_32_waiting_for_a_password_check_are_told_server_busy(
-    gateway_factory: GatewayFactory, password_file: Path, peers: Callable[..., Peer]
+    gateway_factory: GatewayFactory, password_file: Path, raw: RawFactory
 ) -> None:
     """MQTT 5 §3.2.2.2 (CONNACK reason 0x89 Server busy) and §5.4.8: at most 32 CONNECTs wait for a password
     check; those beyond are refused at once rather than queued, and the gateway then accepts a valid CONNECT."""
@@ -278,7 +263,7 @@ def test_connects_beyond_32_waiting_for_a_password_check_are_told_server_busy(
             sock.close()
     assert sorted(set(codes)) == [0x86, 0x89], codes
     assert codes.count(0x86) >= 32, codes
-    valid = peers(gateway.mqtt_port, "alice", version=5, username="alice", password="wonderland")
+    valid = raw(gateway.mqtt_port, "alice", version=5, username="alice", password="wonderland")
     assert valid.connack is not None and valid.connack.code == 0
 
 
@@ -286,9 +271,7 @@ def test_connects_beyond_32_waiting_for_a_password_check_are_told_server_busy(
 # Finding 19: a failed write of the broker state silenced the connection
 
 
-def test_failed_state_write_closes_the_connection_without_acknowledging(
-    gateway: Gateway, peers: Callable[..., Peer]
-) -> None:
+def test_failed_state_write_closes_the_connection_without_acknowledging(gateway: Gateway, raw: RawFactory) -> None:
     """MQTT 3.1.1 and 5 §4.3.2 (PUBACK means the server has taken ownership) and §4.4 (unacknowledged messages
     are resent after reconnecting): when the state store cannot be written (here the gateway process may not
     grow files past 256 KiB, set with prlimit: a real write error, no mock) the message is not acknowledged and
@@ -297,7 +280,7 @@ def test_failed_state_write_closes_the_connection_without_acknowledging(
     assert gateway.process is not None and gateway.log_path is not None
     assert gateway.log_path.stat().st_size < limit // 2
     assert all(f.stat().st_size < limit // 2 for f in gateway.data_dir.rglob("*.log"))
-    pub = peers(gateway.mqtt_port, "pub", clean=False)
+    pub = raw(gateway.mqtt_port, "pub", clean=False)
     try:
         resource.prlimit(gateway.process.pid, resource.RLIMIT_FSIZE, (limit, limit))
     except (OSError, AttributeError) as exc:  # not Linux, or not allowed
