@@ -9,6 +9,8 @@ import ssl
 
 from gateway import __version__
 from gateway.config import Config, ConfigError
+from gateway.http.api import ApiContext, make_app
+from gateway.http.server import HttpServer
 from gateway.ingest.hook import IngestHook
 from gateway.mqtt.auth import AclFile, Authorizer
 from gateway.mqtt.broker import Broker, BrokerSettings
@@ -111,14 +113,22 @@ class Gateway:
         self.broker.add_publish_hook("db/#", self.ingest)
         self.broker.add_publish_hook(ingest.sensors_prefix + "+", self.ingest)
         self.endpoints: list[tuple[str, str, int]] = []
+        self.http: HttpServer | None = None
 
     async def start(self) -> None:
         await self.broker.start()
         self.endpoints = await self.mqtt.start()
+        http = self.config.http
+        context = ApiContext(self.store, asyncio.get_running_loop(), http.token, http.token_for_reads)
+        self.http = HttpServer(make_app(context), self.config.gateway.bind, http.port)
+        self.endpoints.append(("http", *self.http.start()))
         log.info("gateway %s, data in %s, config from %s", __version__, self.config.data_path(), self.config.source)
         log.info("listening %s", " ".join(f"{name}={host}:{port}" for name, host, port in self.endpoints))
 
     async def stop(self) -> None:
+        if self.http is not None:
+            # Off the loop: a request still being answered may need the loop to finish its write.
+            await asyncio.get_running_loop().run_in_executor(None, self.http.stop)
         await self.mqtt.stop()
         await self.broker.stop()
         await self.store.close()

@@ -38,10 +38,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--data-dir", help="where the databases live (overrides [gateway] data_dir)")
     serve.add_argument("--bind", help="address the listeners bind to (overrides [gateway] bind)")
     serve.add_argument("--mqtt-port", type=_port, help="MQTT TCP port, 0 for any free one (overrides [mqtt] port)")
-    # The command line of the whole appliance is fixed now so that scripts written against it keep working; these
-    # two listeners come with the HTTP API and the MQTT-SN gateway.
-    for name, what in (("--http-port", "HTTP API"), ("--mqttsn-port", "MQTT-SN UDP")):
-        serve.add_argument(name, type=_port, help=f"{what} port (not built yet: accepted and ignored, with a warning)")
+    serve.add_argument("--http-port", type=_port, help="HTTP API port, 0 for any free one (overrides [http] port)")
+    # The command line of the whole appliance is fixed now so that scripts written against it keep working; this
+    # listener comes with the MQTT-SN gateway.
+    serve.add_argument("--mqttsn-port", type=_port, help="MQTT-SN UDP port (not built yet: accepted and ignored)")
 
     passwd = commands.add_parser("passwd", help="add, change or delete a user of the password file")
     passwd.add_argument("file", type=Path, help="the password file (created if missing)")
@@ -69,6 +69,8 @@ def _serve_config(args: argparse.Namespace) -> Config:
         config.gateway.bind = args.bind
     if args.mqtt_port is not None:
         config.mqtt.port = args.mqtt_port
+    if args.http_port is not None:
+        config.http.port = args.http_port
     return config
 
 
@@ -81,9 +83,8 @@ def _serve(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for flag, value in (("--http-port", args.http_port), ("--mqttsn-port", args.mqttsn_port)):
-        if value is not None:
-            logging.getLogger("gateway").warning("%s %d ignored: this gateway has no such listener yet", flag, value)
+    if args.mqttsn_port is not None:
+        logging.getLogger("gateway").warning("--mqttsn-port %d ignored: no MQTT-SN gateway yet", args.mqttsn_port)
     asyncio.run(serve(config))
     return 0
 

@@ -126,6 +126,15 @@ class StoreOptions:
 
 
 @dataclass(slots=True)
+class HttpOptions:
+    port: int = _opt(8080, "TCP port of the HTTP API; 0 picks a free port (logged at start).", minimum=0, maximum=65535)
+    token: str = _opt(
+        "", "Token that writes (/db/write) and DROP TABLE need (Authorization: Bearer <token>); empty: refused."
+    )
+    token_for_reads: bool = _opt(False, "Require the token for every request, reads included.")
+
+
+@dataclass(slots=True)
 class IngestOptions:
     sensors_prefix: str = _opt("sensors/", "Topic prefix of the small-firmware topic: <prefix><device>.")
     sensors_table: str = _opt("SENSORS", "Table that readings from the sensors topic go to.")
@@ -136,6 +145,7 @@ class Config:
     gateway: GatewayOptions = field(default_factory=GatewayOptions)
     mqtt: MqttOptions = field(default_factory=MqttOptions)
     store: StoreOptions = field(default_factory=StoreOptions)
+    http: HttpOptions = field(default_factory=HttpOptions)
     ingest: IngestOptions = field(default_factory=IngestOptions)
     source: str = "built-in defaults"
 

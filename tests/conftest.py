@@ -42,11 +42,15 @@ class Gateway:
     def mqtt_port(self) -> int:
         return self.endpoints["mqtt"]
 
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.endpoints['http']}"
+
     def start(self, *, mqtt_port: int = 0, timeout: float = 20.0) -> Gateway:
         self._starts += 1
         self.log_path = self.data_dir.parent / f"gateway-{self.data_dir.name}-{self._starts}.log"
         args = [sys.executable, "-m", "gateway", "serve", "--bind", "127.0.0.1", "--data-dir", str(self.data_dir)]
-        args += ["--mqtt-port", str(mqtt_port)]
+        args += ["--mqtt-port", str(mqtt_port), "--http-port", "0"]
         if self.config is not None:
             args += ["--config", str(self.config)]
         args += list(self.extra_args)

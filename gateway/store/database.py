@@ -15,7 +15,7 @@ from pathlib import Path
 from rocksdict import BlockBasedOptions, Cache, Options, Rdict
 
 from gateway.store import keys
-from gateway.store.writer import Put, Writer
+from gateway.store.writer import DeleteRange, Op, Writer
 
 MAX_NAME_BYTES = 200
 
@@ -119,12 +119,29 @@ class TimeSeriesStore:
             if exist_ok:
                 return existing
             raise StoreError(f"table {name} already exists")
-        puts: list[Put] = []
+        puts: list[Op] = []
         table = self._new_table(name, puts)
         await self.writer.write(puts, durable=True)
         return table
 
-    def _new_table(self, name: str, puts: list[Put]) -> Table:
+    async def drop_table(self, name: str, *, missing_ok: bool = False) -> None:
+        """Delete a table with all its readings."""
+        name = name.upper()
+        table = self._tables.pop(name, None)
+        if table is None:
+            if missing_ok:
+                return
+            raise StoreError(f"no table {name}")
+        ops: list[Op] = [DeleteRange(keys.table_key(name), keys.table_key(name) + b"\x00")]
+        for series_name, series_id in [(n, i) for (t, n), i in self._series.items() if t == table.id]:
+            del self._series[(table.id, series_name)]
+            by_name = keys.series_by_name_key(table.id, series_name)
+            ops.append(DeleteRange(by_name, by_name + b"\x00"))
+            ops.append(DeleteRange(keys.series_key(series_id), keys.series_key(series_id + 1)))
+            ops.append(DeleteRange(keys.reading_prefix(series_id), keys.reading_prefix(series_id + 1)))
+        await self.writer.write(ops, durable=True)
+
+    def _new_table(self, name: str, puts: list[Op]) -> Table:
         table = Table(name, self._next_table, time.time_ns())
         self._next_table += 1
         self._tables[name] = table
@@ -138,7 +155,7 @@ class TimeSeriesStore:
         """Store readings (name, time in ns, value) in a table; an existing (name, time) is replaced, so a
         message delivered twice does not store anything twice. Returns how many readings were written."""
         name = table_name.upper()
-        puts: list[Put] = []
+        puts: list[Op] = []
         table = self._tables.get(name)
         if table is None:
             if not self.options.auto_create_tables:
@@ -154,7 +171,7 @@ class TimeSeriesStore:
         await self.writer.write(puts, durable=durable)
         return count
 
-    def _new_series(self, table_id: int, name: str, puts: list[Put]) -> int:
+    def _new_series(self, table_id: int, name: str, puts: list[Op]) -> int:
         series_id = self._next_series
         self._next_series += 1
         self._series[(table_id, name)] = series_id
@@ -166,7 +183,8 @@ class TimeSeriesStore:
 
     def series_names(self, table_name: str) -> list[str]:
         table = self._require(table_name)
-        return sorted(name for (table_id, name) in self._series if table_id == table.id)
+        # list() copies the keys in one step: HTTP threads read while the event loop adds series.
+        return sorted(name for (table_id, name) in list(self._series) if table_id == table.id)
 
     def _require(self, table_name: str) -> Table:
         table = self._tables.get(table_name.upper())
@@ -188,6 +206,13 @@ class TimeSeriesStore:
         series_id = self._series.get((table.id, name))
         if series_id is None:
             return
+        # Bounds beyond what a reading's time can be (a query's "<= the last nanosecond" ends one past it).
+        if (time_from is not None and time_from > keys.MAX_TIME) or (time_to is not None and time_to <= keys.MIN_TIME):
+            return
+        if time_to is not None and time_to > keys.MAX_TIME:
+            time_to = None
+        if time_from is not None and time_from < keys.MIN_TIME:
+            time_from = None
         low = keys.reading_key(series_id, time_from) if time_from is not None else keys.reading_prefix(series_id)
         high = keys.reading_key(series_id, time_to) if time_to is not None else keys.reading_prefix(series_id + 1)
         if not reverse:

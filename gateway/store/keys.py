@@ -24,6 +24,8 @@ _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 _VALUE = struct.Struct(">d")
 _TIME_SHIFT = 1 << 63
+MIN_TIME = -(1 << 63)
+MAX_TIME = (1 << 63) - 1
 
 
 def table_key(table: str) -> bytes:

@@ -17,12 +17,24 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from rocksdict import Rdict, WriteBatch, WriteOptions
 
 log = logging.getLogger("gateway.store")
 
 Put = tuple[bytes, bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteRange:
+    """Delete keys from `start` (included) to `end` (excluded), in order with the puts around it."""
+
+    start: bytes
+    end: bytes
+
+
+Op = Put | DeleteRange
 
 
 class WriteFailed(Exception):
@@ -34,7 +46,7 @@ class Writer:
         self._db = db
         self.commit_interval = commit_interval
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
-        self._puts: list[Put] = []
+        self._puts: list[Op] = []
         self._durable = False
         self._waiters: list[asyncio.Future[None]] = []
         self._running: asyncio.Task[None] | None = None
@@ -44,7 +56,7 @@ class Writer:
         self.readings = 0
         self.sync_seconds = 0.0
 
-    async def write(self, puts: list[Put], *, durable: bool) -> None:
+    async def write(self, puts: list[Op], *, durable: bool) -> None:
         """Store `puts`; returns when they are written (and synced, if `durable`). Raises WriteFailed."""
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
@@ -82,10 +94,14 @@ class Writer:
         finally:
             self._running = None
 
-    def _commit(self, puts: list[Put], durable: bool) -> None:
+    def _commit(self, puts: list[Op], durable: bool) -> None:
         batch = WriteBatch(raw_mode=True)
-        for key, value in puts:
-            batch.put(key, value)
+        for op in puts:
+            if type(op) is tuple:
+                batch.put(op[0], op[1])
+            else:
+                assert isinstance(op, DeleteRange)
+                batch.delete_range(op.start, op.end)
         options = WriteOptions()
         options.sync = durable
         started = time.monotonic()

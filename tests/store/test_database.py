@@ -106,3 +106,17 @@ def test_key_order_is_time_order_including_before_1970() -> None:
     assert encoded == sorted(encoded)
     assert [keys.reading_time(k) for k in encoded] == times
     assert keys.reading_key(7, 2**62) < keys.reading_prefix(8)
+
+
+def test_scan_bounds_past_the_time_range_are_open_ended(tmp_path: Path) -> None:
+    """A query's `TIME <= 2**63 - 1` ends one past the last nanosecond: that bound means "to the end"."""
+
+    async def scenario() -> None:
+        store = TimeSeriesStore(tmp_path / "db")
+        await store.append("t", [("a", keys.MAX_TIME, 1.0), ("a", keys.MIN_TIME, 2.0)], durable=False)
+        assert list(store.scan("t", "a", 0, 2**63)) == [(keys.MAX_TIME, 1.0)]
+        assert list(store.scan("t", "a", -(2**63) - 5, 0)) == [(keys.MIN_TIME, 2.0)]
+        assert list(store.scan("t", "a", 2**63, None)) == []
+        await store.close()
+
+    run(scenario())

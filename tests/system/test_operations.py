@@ -639,7 +639,9 @@ def test_config_error_exits_2_naming_file_key_and_reason(tmp_path: Path, text: s
     config = tmp_path / "gateway.toml"
     config.write_text(text)
     data = tmp_path / "data"
-    result = gateway_cli("serve", "--config", str(config), "--data-dir", str(data), "--mqtt-port", "0")
+    result = gateway_cli(
+        "serve", "--config", str(config), "--data-dir", str(data), "--mqtt-port", "0", "--http-port", "0"
+    )
     assert result.returncode == 2, result.stderr
     assert str(config) in result.stderr
     assert key in result.stderr
@@ -657,7 +659,9 @@ def test_unusable_tls_certificate_exits_2_naming_the_file(tmp_path: Path, proble
     config = tmp_path / "gateway.toml"
     config.write_text(f'[mqtt]\ntls = true\ntls_port = 0\ncertfile = "{certfile}"\nkeyfile = "{keyfile}"\n')
     data = tmp_path / "data"
-    result = gateway_cli("serve", "--config", str(config), "--data-dir", str(data), "--mqtt-port", "0")
+    result = gateway_cli(
+        "serve", "--config", str(config), "--data-dir", str(data), "--mqtt-port", "0", "--http-port", "0"
+    )
     # Like a missing password file: a configuration problem, reported with what is wrong where.
     assert str(certfile) in result.stderr, f"stderr does not name the certificate file: {result.stderr!r}"
     assert result.returncode == 2, result.stderr
