@@ -19,6 +19,7 @@ from gateway.mqtt.persist import BrokerState
 from gateway.mqtt.server import Listener, MqttServer
 from gateway.store import database as store
 from gateway.store.database import TimeSeriesStore
+from gateway.store.maintenance import DiskGuard, retention_forever
 
 log = logging.getLogger("gateway")
 
@@ -106,6 +107,8 @@ class Gateway:
                 auto_create_tables=options.auto_create_tables,
             ),
         )
+        self.store.guard = DiskGuard(data, options.min_free_bytes)
+        self._retention: asyncio.Task[None] | None = None
         ingest = config.ingest
         self.ingest = IngestHook(
             self.store, self.broker.route, sensors_prefix=ingest.sensors_prefix, sensors_table=ingest.sensors_table
@@ -117,6 +120,10 @@ class Gateway:
 
     async def start(self) -> None:
         await self.broker.start()
+        days = self.config.store.retention_days
+        if days:
+            keep = int(days * 86_400_000_000_000)
+            self._retention = asyncio.create_task(retention_forever(self.store, keep), name="retention")
         self.endpoints = await self.mqtt.start()
         http = self.config.http
         context = ApiContext(self.store, asyncio.get_running_loop(), http.token, http.token_for_reads)
@@ -131,6 +138,9 @@ class Gateway:
             await asyncio.get_running_loop().run_in_executor(None, self.http.stop)
         await self.mqtt.stop()
         await self.broker.stop()
+        if self._retention is not None:
+            self._retention.cancel()
+            await asyncio.gather(self._retention, return_exceptions=True)
         await self.store.close()
         log.info("stopped")
 

@@ -122,6 +122,14 @@ class StoreOptions:
     )
     auto_create_tables: bool = _opt(True, "Create a table on its first write; off: writes to unknown tables fail.")
     write_buffer_bytes: int = _opt(4 << 20, "RocksDB memtable size (two may exist at once).", minimum=1 << 20)
+    min_free_bytes: int = _opt(
+        64 << 20,
+        "Refuse new readings while the data directory's file system has less free space than this; 0: never.",
+        minimum=0,
+    )
+    retention_days: float = _opt(
+        0.0, "Delete readings older than this many days, checked hourly; 0: keep everything.", minimum=0
+    )
     block_cache_bytes: int = _opt(8 << 20, "RocksDB block cache for queries.", minimum=1 << 20)
 
 

@@ -23,6 +23,7 @@ from gateway.http import sql
 from gateway.ingest.payloads import ParseOptions, PayloadError, parse
 from gateway.store.database import StoreError, TimeSeriesStore
 from gateway.store.query import Query, Result, execute
+from gateway.store.writer import WriteFailed
 
 T = TypeVar("T")
 
@@ -77,6 +78,8 @@ def make_app(ctx: ApiContext) -> bottle.Bottle:
                 return _json(exc.status, {"success": False, "reason": exc.reason})
             except StoreError as exc:
                 return _json(400, {"success": False, "reason": str(exc)})
+            except WriteFailed as exc:
+                return _json(503, {"success": False, "reason": str(exc)})
 
         return wrapped
 

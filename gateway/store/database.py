@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from rocksdict import BlockBasedOptions, Cache, Options, Rdict
 
@@ -18,6 +19,10 @@ from gateway.store import keys
 from gateway.store.writer import DeleteRange, Op, Writer
 
 MAX_NAME_BYTES = 200
+
+
+class Guard(Protocol):
+    def check(self) -> None: ...
 
 
 class StoreError(Exception):
@@ -70,6 +75,8 @@ class TimeSeriesStore:
                 "data directory?"
             ) from exc
         self.writer = Writer(self.db, self.options.commit_interval)
+        # Set by the gateway (maintenance.DiskGuard): consulted before every append.
+        self.guard: Guard | None = None
         self._tables: dict[str, Table] = {}
         self._series: dict[tuple[int, str], int] = {}
         self._next_table = 1
@@ -161,6 +168,8 @@ class TimeSeriesStore:
             if not self.options.auto_create_tables:
                 raise StoreError(f"no table {name}: create it first (CREATE TAG TABLE or the HTTP API)")
             table = self._new_table(name, puts)
+        if self.guard is not None:
+            self.guard.check()
         count = 0
         for series_name, time_ns, value in readings:
             series_id = self._series.get((table.id, series_name))
@@ -180,6 +189,9 @@ class TimeSeriesStore:
         return series_id
 
     # -- reading ---------------------------------------------------------------------------------------------
+
+    def series_ids(self) -> list[int]:
+        return list(self._series.values())
 
     def series_names(self, table_name: str) -> list[str]:
         table = self._require(table_name)

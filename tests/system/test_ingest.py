@@ -7,6 +7,7 @@ import json
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import paho.mqtt.client as paho
@@ -139,3 +140,22 @@ def test_every_acknowledged_reading_survives_a_kill_9(gateway: Gateway) -> None:
         present = {t for t, _v in data.get(("POWERCUT", client_id), [])}
         missing = times - present
         assert not missing, f"{client_id}: {len(missing)} acknowledged readings lost, e.g. {sorted(missing)[:3]}"
+
+
+def test_a_nearly_full_disk_refuses_readings_so_that_clients_keep_them(
+    gateway_factory: Callable[..., Gateway], clients: list[Client]
+) -> None:
+    """Below [store] min_free_bytes nothing is written: an MQTT 5 publisher gets 0x97 (quota exceeded) with the
+    reason, and a 3.1.1 publisher is disconnected without a PUBACK, so that it keeps the reading and resends."""
+    gateway = gateway_factory("[store]\nmin_free_bytes = 1152921504606846976\n")  # 1 EiB: more than any disk
+    v5 = Client(gateway.mqtt_port, "v5-full", v5=True)
+    clients.append(v5)
+    info = v5.publish("db/append/FULL", b'["a", 1700000000000000000, 1.0]', 1)
+    mid, rc, props = v5.acks.get(timeout=10)
+    assert mid == info.mid and rc == 0x97 and "nearly full" in props.ReasonString
+    v3 = Client(gateway.mqtt_port, "v3-full")
+    clients.append(v3)
+    unacked = v3.publish("db/append/FULL", b'["a", 1700000000000000000, 1.0]', 1, wait=False)
+    v3.disconnects.get(timeout=10)
+    assert not unacked.is_published()
+    assert "nearly full" in gateway.log()
