@@ -142,6 +142,10 @@ def make_app(ctx: ApiContext) -> bottle.Bottle:
         count = on_loop(ctx.store.append(table, [(r.name, r.time_ns, r.value) for r in readings], durable=True))
         return _done(started, f"success, {count} record(s) inserted")
 
+    @app.error(400)
+    def bad_request(error: bottle.HTTPError) -> str:
+        return _json(400, {"success": False, "reason": f"bad request: {error.body}"})
+
     @app.error(404)
     def not_found(_error: bottle.HTTPError) -> str:
         return _json(404, {"success": False, "reason": f"no such endpoint: {bottle.request.path}"})

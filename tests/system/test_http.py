@@ -102,3 +102,11 @@ def test_writes_and_drops_need_the_configured_token(
     assert status == 200, raw
     status, body = query(gateway, "select * from example")
     assert status == 400 and "no table EXAMPLE" in body["reason"]
+
+
+def test_a_body_that_is_not_json_gets_a_json_error(gateway: Gateway) -> None:
+    status, content_type, raw = request(
+        f"{gateway.http_url}/db/query", b"{not json", {"Content-Type": "application/json"}
+    )
+    assert status == 400 and content_type.startswith("application/json")
+    assert json.loads(raw)["success"] is False
