@@ -55,10 +55,12 @@ class IngestHook:
         self.sensors_prefix = sensors_prefix
         self.sensors_table = sensors_table
         self.counters = IngestCounters()
+        # Sensors publish to the same few topics over and over: their parse is kept (bounded).
+        self._topics: dict[str, IngestTopic | None] = {}
 
     async def __call__(self, message: Message, client: ClientInfo) -> None:
         try:
-            topic = parse_topic(message.topic, sensors_prefix=self.sensors_prefix, sensors_table=self.sensors_table)
+            topic = self._topic(message.topic)
             if topic is None or topic.kind == "query":
                 return  # replies and other traffic under db/ are ordinary messages (db/query: a later issue)
             readings = self._parse(topic, message)
@@ -77,6 +79,16 @@ class IngestHook:
             raise PublishRejected(str(exc), Reason.QUOTA_EXCEEDED, retry=True) from exc
         self.counters.messages += 1
         self.counters.readings += len(readings)
+
+    def _topic(self, name: str) -> IngestTopic | None:
+        """The parsed topic; raises TopicError for a malformed ingest topic (never cached)."""
+        if name in self._topics:
+            return self._topics[name]
+        topic = parse_topic(name, sensors_prefix=self.sensors_prefix, sensors_table=self.sensors_table)
+        if len(self._topics) >= 4096:
+            self._topics.clear()
+        self._topics[name] = topic
+        return topic
 
     def _parse(self, topic: IngestTopic, message: Message) -> list[Reading]:
         settings = options_from_properties(message.properties.get(Prop.USER_PROPERTY, []))

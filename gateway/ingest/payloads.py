@@ -271,10 +271,14 @@ def _decimal(text: str) -> Decimal:
         raise PayloadError(f"number {_show(text)} is out of any range a reading can have") from None
 
 
+# Decimal keeps every digit, so that times in s, ms and us convert exactly. One decoder for every message:
+# json.loads with these hooks would build a new one each time.
+_JSON = json.JSONDecoder(parse_float=_decimal, parse_int=_decimal, parse_constant=Decimal)
+
+
 def _load_json(text: str) -> object:
     try:
-        # Decimal keeps every digit, so that times in s, ms and us convert exactly.
-        return json.loads(text, parse_float=_decimal, parse_int=_decimal, parse_constant=Decimal)
+        return _JSON.decode(text)
     except json.JSONDecodeError as e:
         where = f"line {e.lineno}, column {e.colno}" if "\n" in text else f"column {e.colno}"
         raise PayloadError(f"not valid JSON: {e.msg} at {where}") from None
