@@ -446,25 +446,18 @@ async def subscriber_main(spec: dict[str, object]) -> None:
 
 
 class Subscriber:
-    """The subscriber child process, seen from the bench."""
+    """A subscriber child process, seen from the bench: the bench script run again with `--subscriber` and a JSON
+    spec. It prints `ready` once subscribed, then one JSON line with what it received."""
 
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc
         self.output: list[str] = []
 
     @classmethod
-    async def start(cls, port: int, scenario: Scenario, count: int, timeout: float) -> Subscriber:
-        spec = {
-            "port": port,
-            "filter": scenario.topic_filter,
-            "qos": scenario.qos,
-            "count": count,
-            "timeout": timeout,
-            "client_id": f"bench-sub-{scenario.key}",
-        }
+    async def spawn(cls, script: str, spec: dict[str, object]) -> Subscriber:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
-            str(Path(__file__).resolve()),
+            str(Path(script).resolve()),
             "--subscriber",
             json.dumps(spec),
             stdin=subprocess.DEVNULL,
@@ -472,6 +465,18 @@ class Subscriber:
             stderr=subprocess.STDOUT,
         )
         return cls(proc)
+
+    @classmethod
+    async def start(cls, port: int, scenario: Scenario, count: int, timeout: float) -> Subscriber:
+        spec: dict[str, object] = {
+            "port": port,
+            "filter": scenario.topic_filter,
+            "qos": scenario.qos,
+            "count": count,
+            "timeout": timeout,
+            "client_id": f"bench-sub-{scenario.key}",
+        }
+        return await cls.spawn(__file__, spec)
 
     async def line(self, timeout: float) -> str:
         assert self.proc.stdout is not None

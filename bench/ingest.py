@@ -44,7 +44,6 @@ import re
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -62,6 +61,7 @@ from broker import (
     HOST,
     BenchError,
     Broker,
+    Subscriber,
     _die_with_parent,
     _raise_interrupt,
     close_clients,
@@ -481,47 +481,19 @@ def subscriber_main(spec: dict[str, Any]) -> None:
     os._exit(0)  # the writer thread may hold the store; the data is not needed after the report
 
 
-class Subscriber:
-    """The traditional stack's subscriber process, seen from the bench."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.output: list[str] = []
-
-    @classmethod
-    async def start(cls, port: int, qos: int, count: int, timeout: float, db: Path, client_id: str) -> Subscriber:
-        spec = {"port": port, "qos": qos, "count": count, "timeout": timeout, "db": str(db), "client_id": client_id}
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            str(Path(__file__).resolve()),
-            "--subscriber",
-            json.dumps(spec),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        return cls(proc)
-
-    async def line(self, timeout: float) -> str:
-        assert self.proc.stdout is not None
-        for _ in range(100):  # skip at most 100 stray lines (warnings) before giving up
-            async with asyncio.timeout(timeout):
-                raw = await self.proc.stdout.readline()
-            if not raw:
-                break
-            text = raw.decode(errors="replace").strip()
-            self.output.append(text)
-            if text == "ready" or text.startswith("{"):
-                return text
-        raise BenchError("subscriber failed:\n" + "\n".join(self.output[-20:]))
-
-    async def stop(self) -> None:
-        if self.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.kill()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(5):
-                await self.proc.wait()
+async def start_store_subscriber(
+    port: int, qos: int, count: int, timeout: float, db: Path, client_id: str
+) -> Subscriber:
+    """The traditional stack's subscriber: this script run again with --subscriber (see `subscriber_main`)."""
+    spec: dict[str, object] = {
+        "port": port,
+        "qos": qos,
+        "count": count,
+        "timeout": timeout,
+        "db": str(db),
+        "client_id": client_id,
+    }
+    return await Subscriber.spawn(__file__, spec)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -580,7 +552,7 @@ async def run_traditional(stacks: Stacks, plan: Plan, readings: int, timeout: fl
     assert mosquitto is not None
     mosquitto.check_alive()
     db = stacks.workdir / f"subscriber-{tag}"
-    sub = await Subscriber.start(mosquitto.port, plan.qos, readings, timeout + IDLE_S, db, f"store-{tag}")
+    sub = await start_store_subscriber(mosquitto.port, plan.qos, readings, timeout + IDLE_S, db, f"store-{tag}")
     clients: list[Client] = []
     try:
         await sub.line(20.0)  # "ready": subscribed
