@@ -110,7 +110,7 @@ def make_app(ctx: ApiContext) -> bottle.Bottle:
             require_token("DROP TABLE")
             on_loop(ctx.store.drop_table(statement.table, missing_ok=statement.if_exists))
             return _done(started, "success")
-        result = execute(ctx.store, _query(statement))
+        result = execute(ctx.store, to_query(statement))
         if fmt == "csv":
             bottle.response.content_type = "text/csv"
             return _csv(result)
@@ -169,7 +169,8 @@ def _done(started: float, reason: str) -> str:
     return _json(200, {"success": True, "reason": reason, "elapse": _elapsed(started)})
 
 
-def _query(select: sql.Select) -> Query:
+def to_query(select: sql.Select) -> Query:
+    """The store's plan for a parsed SELECT."""
     bucket = select.bucket
     return Query(
         select.table,

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gateway.http.api import to_query
 from gateway.http.sql import Select, parse
 from gateway.store.database import StoreError, TimeSeriesStore
 from gateway.store.query import AGGREGATES, ColumnKind, Direction, Query, Result, execute, latest, series_summary
@@ -46,26 +47,6 @@ def count_pulled(store: TimeSeriesStore, monkeypatch: pytest.MonkeyPatch) -> lis
 
     monkeypatch.setattr(store, "scan", counting_scan)
     return pulled
-
-
-def to_query(select: Select) -> Query:
-    """What the HTTP layer does with a parsed SELECT."""
-    bucket = select.bucket
-    return Query(
-        select.table,
-        tuple((item.kind, item.alias) for item in select.items),
-        select.names,
-        select.time_from,
-        select.time_to,
-        tuple((f.op, f.value) for f in select.value_filters),
-        bucket.width if bucket else None,
-        bucket.origin if bucket else 0,
-        select.group_by_name,
-        select.order,
-        select.order_by_name,
-        select.limit,
-        select.offset,
-    )
 
 
 def sql(store: TimeSeriesStore, text: str) -> Result:
