@@ -41,9 +41,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -884,12 +885,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         _die_with_parent()()
         asyncio.run(subscriber_main(json.loads(args.subscriber)))
         return 0
+    return run_bench(bench, args, "bench-broker-")
+
+
+def run_bench(
+    bench_main: Callable[[argparse.Namespace, Path, list[Broker]], Coroutine[Any, Any, int]],
+    args: argparse.Namespace,
+    prefix: str,
+) -> int:
+    """Run a benchmark in a scratch folder; whatever it started is stopped however it ends (Ctrl-C, SIGTERM)."""
     raise_nofile_limit()
     signal.signal(signal.SIGTERM, _raise_interrupt)
     brokers: list[Broker] = []
-    workdir = Path(tempfile.mkdtemp(prefix="bench-broker-"))
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
     try:
-        return asyncio.run(bench(args, workdir, brokers))
+        return asyncio.run(bench_main(args, workdir, brokers))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

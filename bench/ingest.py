@@ -42,10 +42,8 @@ import json
 import os
 import re
 import shutil
-import signal
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -63,7 +61,6 @@ from broker import (
     Broker,
     Subscriber,
     _die_with_parent,
-    _raise_interrupt,
     close_clients,
     machine_line,
     mqtt_connect,
@@ -71,7 +68,7 @@ from broker import (
     proc_rss_kib,
     publish_qos0_packet,
     publish_qos1_prefix,
-    raise_nofile_limit,
+    run_bench,
     split_packets,
     start_gateway,
     start_mosquitto,
@@ -911,19 +908,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.subscriber:
         subscriber_main(json.loads(args.subscriber))
         return 1  # subscriber_main exits the process once it has reported
-    raise_nofile_limit()
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    brokers: list[Broker] = []
-    workdir = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
-    try:
-        return asyncio.run(bench(args, workdir, brokers))
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    finally:
-        for broker in brokers:
-            broker.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+    return run_bench(bench, args, "bench-ingest-")
 
 
 if __name__ == "__main__":
