@@ -60,6 +60,8 @@ from datetime import date
 from math import isfinite
 from typing import Literal, NoReturn, TypeAlias
 
+from gateway.store.query import ColumnKind, CompareOp, Direction
+
 __all__ = [
     "Bucket",
     "CreateTable",
@@ -72,9 +74,8 @@ __all__ = [
     "parse",
 ]
 
-ItemKind: TypeAlias = Literal["name", "time", "value", "bucket", "count", "sum", "avg", "min", "max", "first", "last"]
-CompareOp: TypeAlias = Literal["=", "!=", "<", "<=", ">", ">="]
-Direction: TypeAlias = Literal["asc", "desc"]
+# One vocabulary for the parser and the store that executes its plans.
+ItemKind: TypeAlias = ColumnKind
 
 
 class SqlError(Exception):
