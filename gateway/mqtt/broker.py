@@ -342,7 +342,7 @@ class Broker:
             return
         if options.retain_handling == 2 or (options.retain_handling == 1 and not new):
             return
-        identifiers = [options.identifier] if options.identifier else []
+        identifiers = options.identifiers
         now = time.time()
         if "+" in plain or "#" in plain:
             candidates = list(self.retained.items())
@@ -418,9 +418,7 @@ class Broker:
         subscribers = match.subscribers
         if len(subscribers) == 1 and not match.groups:
             session, options = subscribers[0]
-            self._deliver_one(
-                message, session, options.qos, options, [options.identifier] if options.identifier else []
-            )
+            self._deliver_one(message, session, options.qos, options, options.identifiers)
             return
         if subscribers:
             self._deliver_overlapping(message, subscribers)
@@ -445,7 +443,7 @@ class Broker:
             if options.no_local and message.sender == session.client_id:
                 continue
             entry = best.get(session.client_id)
-            ids = [options.identifier] if options.identifier else []
+            ids = options.identifiers
             if entry is None:
                 best[session.client_id] = (session, options.qos, options, ids)
             else:
@@ -463,7 +461,7 @@ class Broker:
             self._share_turn.clear()  # forgets only whose turn it is: groups come and go
         self._share_turn[key] = turn + 1
         session, options = candidates[turn]
-        self._deliver_one(message, session, options.qos, options, [options.identifier] if options.identifier else [])
+        self._deliver_one(message, session, options.qos, options, options.identifiers)
 
     def _set_retained(self, message: Message) -> None:
         topic = message.topic

@@ -47,6 +47,11 @@ class SubOptions:
     retain_handling: int = 0
     identifier: int | None = None
 
+    @property
+    def identifiers(self) -> list[int]:
+        """The Subscription Identifiers a delivery through this subscription carries (§3.3.4)."""
+        return [self.identifier] if self.identifier else []
+
 
 @dataclass(slots=True)
 class Delivery:
