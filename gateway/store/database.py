@@ -7,8 +7,9 @@ same batch as the first reading that needs them, so after a crash no reading ref
 from __future__ import annotations
 
 import json
+import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -19,10 +20,15 @@ from gateway.store import keys
 from gateway.store.writer import DeleteRange, Op, Writer
 
 MAX_NAME_BYTES = 200
+log = logging.getLogger("gateway.store")
 
 
 class Guard(Protocol):
     def check(self) -> None: ...
+
+
+# Told of every stored batch, on the event loop, once it is written: the table name and its (name, time, value)s.
+Listener = Callable[[str, Sequence[tuple[str, int, float]]], None]
 
 
 class StoreError(Exception):
@@ -77,6 +83,7 @@ class TimeSeriesStore:
         self.writer = Writer(self.db, self.options.commit_interval)
         # Set by the gateway (maintenance.DiskGuard): consulted before every append.
         self.guard: Guard | None = None
+        self.listeners: list[Listener] = []
         self._tables: dict[str, Table] = {}
         self._series: dict[tuple[int, str], int] = {}
         self._next_table = 1
@@ -158,7 +165,7 @@ class TimeSeriesStore:
 
     # -- writing --------------------------------------------------------------------------------------------
 
-    async def append(self, table_name: str, readings: Iterable[tuple[str, int, float]], *, durable: bool) -> int:
+    async def append(self, table_name: str, readings: Sequence[tuple[str, int, float]], *, durable: bool) -> int:
         """Store readings (name, time in ns, value) in a table; an existing (name, time) is replaced, so a
         message delivered twice does not store anything twice. Returns how many readings were written."""
         name = table_name.upper()
@@ -178,6 +185,12 @@ class TimeSeriesStore:
             puts.append((keys.reading_key(series_id, time_ns), keys.encode_value(value)))
             count += 1
         await self.writer.write(puts, durable=durable)
+        for listener in self.listeners:
+            try:
+                listener(table.name, readings)
+            except Exception:
+                # The readings are stored: a failing watcher must not turn that into an error for the writer.
+                log.exception("a listener of table %s failed", table.name)
         return count
 
     def _new_series(self, table_id: int, name: str, puts: list[Op]) -> int:
