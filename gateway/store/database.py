@@ -17,6 +17,7 @@ from typing import Protocol
 from rocksdict import BlockBasedOptions, Cache, Options, Rdict
 
 from gateway.store import keys
+from gateway.store.rollups import Aggregate, RollupTracker, key_range, span
 from gateway.store.writer import DeleteRange, Op, Writer
 
 MAX_NAME_BYTES = 200
@@ -80,7 +81,9 @@ class TimeSeriesStore:
                 f"cannot open the readings database in {path}: {exc}. Is another gateway running with the same "
                 "data directory?"
             ) from exc
-        self.writer = Writer(self.db, self.options.commit_interval)
+        self.rollups = RollupTracker(self.db)
+        self.rollups.recover()
+        self.writer = Writer(self.db, self.options.commit_interval, self.rollups)
         # Set by the gateway (maintenance.DiskGuard): consulted before every append.
         self.guard: Guard | None = None
         self.listeners: list[Listener] = []
@@ -90,24 +93,13 @@ class TimeSeriesStore:
         self._next_series = 1
         self._load_catalog()
 
-    def _items(self, from_key: bytes, *, backwards: bool = False) -> Iterator[tuple[bytes, bytes]]:
-        for key, value in self.db.items(backwards=backwards, from_key=from_key):
-            assert isinstance(key, bytes) and isinstance(value, bytes)  # raw mode
-            yield key, value
-
-    def _scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        for key, value in self._items(prefix):
-            if not key.startswith(prefix):
-                return
-            yield key, value
-
     def _load_catalog(self) -> None:
-        for _key, value in self._scan(keys.TABLE):
+        for _key, value in key_range(self.db, keys.TABLE, keys.space_end(keys.TABLE)):
             record = json.loads(value)
             table = Table(record["name"], record["id"], record["created_ns"])
             self._tables[table.name] = table
             self._next_table = max(self._next_table, table.id + 1)
-        for key, value in self._scan(keys.SERIES):
+        for key, value in key_range(self.db, keys.SERIES, keys.space_end(keys.SERIES)):
             series_id = keys.decode_series_id(key[1:])
             table_id, name = keys.parse_series_record(value)
             self._series[(table_id, name)] = series_id
@@ -147,12 +139,17 @@ class TimeSeriesStore:
                 return
             raise StoreError(f"no table {name}")
         ops: list[Op] = [DeleteRange(keys.table_key(name), keys.table_key(name) + b"\x00")]
-        for series_name, series_id in [(n, i) for (t, n), i in self._series.items() if t == table.id]:
+        dropped = [(n, i) for (t, n), i in self._series.items() if t == table.id]
+        for series_name, series_id in dropped:
             del self._series[(table.id, series_name)]
             by_name = keys.series_by_name_key(table.id, series_name)
             ops.append(DeleteRange(by_name, by_name + b"\x00"))
             ops.append(DeleteRange(keys.series_key(series_id), keys.series_key(series_id + 1)))
-            ops.append(DeleteRange(keys.reading_prefix(series_id), keys.reading_prefix(series_id + 1)))
+            for space in (keys.READING, keys.MINUTE_ROLLUP, keys.HOUR_ROLLUP, keys.DIRTY):
+                ops.append(
+                    DeleteRange(keys.reading_prefix(series_id, space), keys.reading_prefix(series_id + 1, space))
+                )
+        self.rollups.forget(series_id for _name, series_id in dropped)
         await self.writer.write(ops, durable=True)
 
     def _new_table(self, name: str, puts: list[Op]) -> Table:
@@ -178,12 +175,18 @@ class TimeSeriesStore:
         if self.guard is not None:
             self.guard.check()
         count = 0
-        for series_name, time_ns, value in readings:
-            series_id = self._series.get((table.id, series_name))
-            if series_id is None:
-                series_id = self._new_series(table.id, series_name, puts)
-            puts.append((keys.reading_key(series_id, time_ns), keys.encode_value(value)))
-            count += 1
+        rollups = self.rollups
+        try:
+            for series_name, time_ns, value in readings:
+                series_id = self._series.get((table.id, series_name))
+                if series_id is None:
+                    series_id = self._new_series(table.id, series_name, puts)
+                puts.append((keys.reading_key(series_id, time_ns), keys.encode_value(value)))
+                rollups.add(series_id, time_ns, value)
+                count += 1
+        except BaseException:
+            rollups.failed()  # it has counted readings that will not be written
+            raise
         await self.writer.write(puts, durable=durable)
         for listener in self.listeners:
             try:
@@ -217,6 +220,24 @@ class TimeSeriesStore:
             raise StoreError(f"no table {table_name.upper()}")
         return table
 
+    def _span(
+        self, table_name: str, name: str, time_from: int | None, time_to: int | None, space: bytes, reverse: bool
+    ) -> Iterator[tuple[bytes, bytes]]:
+        table = self._require(table_name)
+        series_id = self._series.get((table.id, name))
+        if series_id is None:
+            return iter(())
+        # Bounds beyond what a reading's time can be (a query's "<= the last nanosecond" ends one past it).
+        if (time_from is not None and time_from > keys.MAX_TIME) or (time_to is not None and time_to <= keys.MIN_TIME):
+            return iter(())
+        low, high = span(
+            series_id,
+            keys.MIN_TIME if time_from is None else max(time_from, keys.MIN_TIME),
+            keys.MAX_TIME + 1 if time_to is None else time_to,
+            space,
+        )
+        return key_range(self.db, low, high, reverse=reverse)
+
     def scan(
         self,
         table_name: str,
@@ -226,30 +247,22 @@ class TimeSeriesStore:
         *,
         reverse: bool = False,
     ) -> Iterator[tuple[int, float]]:
-        """Readings (time ns, value) of one series with time_from <= time < time_to, in time order."""
-        table = self._require(table_name)
-        series_id = self._series.get((table.id, name))
-        if series_id is None:
-            return
-        # Bounds beyond what a reading's time can be (a query's "<= the last nanosecond" ends one past it).
-        if (time_from is not None and time_from > keys.MAX_TIME) or (time_to is not None and time_to <= keys.MIN_TIME):
-            return
-        if time_to is not None and time_to > keys.MAX_TIME:
-            time_to = None
-        if time_from is not None and time_from < keys.MIN_TIME:
-            time_from = None
-        low = keys.reading_key(series_id, time_from) if time_from is not None else keys.reading_prefix(series_id)
-        high = keys.reading_key(series_id, time_to) if time_to is not None else keys.reading_prefix(series_id + 1)
-        if not reverse:
-            for key, value in self._items(low):
-                if key >= high:
-                    return
-                yield keys.reading_time(key), keys.decode_value(value)
-            return
-        # Backwards, RocksDB starts at the last key <= `from_key`: the upper bound itself is excluded here.
-        for key, value in self._items(high, backwards=True):
-            if key >= high:
-                continue
-            if key < low:
-                return
+        """Readings (time ns, value) of one series with time_from <= time < time_to, in time order (or reversed).
+        Raises StoreError if the table does not exist."""
+        for key, value in self._span(table_name, name, time_from, time_to, keys.READING, reverse):
             yield keys.reading_time(key), keys.decode_value(value)
+
+    def scan_rollups(
+        self,
+        table_name: str,
+        name: str,
+        space: bytes,
+        time_from: int | None = None,
+        time_to: int | None = None,
+        *,
+        reverse: bool = False,
+    ) -> Iterator[tuple[int, Aggregate]]:
+        """The rollups (bucket start, aggregate) of one series in `space` (keys.MINUTE_ROLLUP or HOUR_ROLLUP) whose
+        buckets start in [time_from, time_to), in time order (or reversed)."""
+        for key, value in self._span(table_name, name, time_from, time_to, space, reverse):
+            yield keys.reading_time(key), Aggregate.decode(value)

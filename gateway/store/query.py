@@ -25,6 +25,7 @@ from itertools import chain, groupby, islice
 from typing import Literal, TypeAlias, TypedDict
 
 from gateway.store.database import TimeSeriesStore
+from gateway.store.rollups import LEVELS, Aggregate
 
 __all__ = [
     "AGGREGATES",
@@ -69,8 +70,9 @@ _COMPARE: dict[CompareOp, Callable[[float, float], bool]] = {
 # Keys hold signed 64-bit times: a bound outside that range cannot be encoded, it just leaves that side open.
 _MIN_TIME, _MAX_TIME = -(2**63), 2**63 - 1
 
-# One reading on its way to a row: time (ns), series name, value. Tuples compare by time, then name.
-Reading: TypeAlias = tuple[int, str, float]
+# One reading on its way to a row: time (ns), series name, value. Tuples compare by time, then name. An aggregating
+# query may get a rollup instead of a value: the aggregate of that series' readings in [time, time + its width).
+Reading: TypeAlias = tuple[int, str, float | Aggregate]
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +167,13 @@ def _readings(
     reverse = query.order == "desc"
     filters = [(_COMPARE[op], operand) for op, operand in query.value_filters]
 
+    levels = _rollup_levels(query)
+
     def series(name: str) -> Iterator[Reading]:
+        if levels:
+            for time, piece in _pieces(store, query.table, name, time_from, time_to, levels, reverse):
+                yield time, name, piece
+            return
         for time, value in store.scan(query.table, name, time_from, time_to, reverse=reverse):
             if all(compare(value, operand) for compare, operand in filters):
                 yield time, name, value
@@ -176,9 +184,44 @@ def _readings(
     if reverse and plain:
         # Rows merged newest first still list a time's readings in ascending name, as the SQL layer promises.
         return heapq.merge(*scans, key=lambda reading: (-reading[0], reading[1]))
-    # Aggregates want the exact reverse of the ascending order instead, so that FIRST and LAST are the same
-    # readings whichever way the buckets are listed.
+    # Aggregates only need each bucket's readings and rollups together; (time, name) never repeats in one table.
     return heapq.merge(*scans, reverse=reverse)
+
+
+def _rollup_levels(query: Query) -> tuple[tuple[int, bytes], ...]:
+    """The rollups an aggregation can read instead of readings: those whose buckets fit whole in the query's
+    buckets. Value filters need every reading."""
+    if not query.aggregated or query.value_filters:
+        return ()
+    width, origin = query.bucket_width, query.bucket_origin
+    return tuple((size, space) for size, space in LEVELS if width is None or (width % size == 0 and origin % size == 0))
+
+
+def _pieces(
+    store: TimeSeriesStore,
+    table: str,
+    name: str,
+    time_from: int | None,
+    time_to: int | None,
+    levels: tuple[tuple[int, bytes], ...],
+    reverse: bool,
+) -> Iterator[tuple[int, float | Aggregate]]:
+    """One series over [time_from, time_to) as the coarsest rollups that fit whole, and finer rollups or readings
+    at the ragged ends, in time order (or reversed)."""
+    if not levels:
+        return store.scan(table, name, time_from, time_to, reverse=reverse)
+    (size, space), finer = levels[0], levels[1:]
+    start = None if time_from is None else -(-time_from // size) * size
+    end = None if time_to is None else time_to // size * size
+    if start is not None and end is not None and start >= end:
+        return _pieces(store, table, name, time_from, time_to, finer, reverse)
+    parts: list[Iterator[tuple[int, float | Aggregate]]] = []
+    if time_from is not None and start is not None and time_from < start:
+        parts.append(_pieces(store, table, name, time_from, start, finer, reverse))
+    parts.append(store.scan_rollups(table, name, space, start, end, reverse=reverse))
+    if time_to is not None and end is not None and end < time_to:
+        parts.append(_pieces(store, table, name, end, time_to, finer, reverse))
+    return chain.from_iterable(reversed(parts) if reverse else parts)
 
 
 def _project(readings: Iterable[Reading], query: Query) -> Iterator[list[object]]:
@@ -189,27 +232,40 @@ def _project(readings: Iterable[Reading], query: Query) -> Iterator[list[object]
 
 @dataclass(slots=True)
 class _Group:
-    """The running aggregates of one group; `head` and `tail` are the first and last values in scan order."""
+    """The running aggregates of one group. FIRST and LAST are the values at the least and greatest (time, name):
+    readings and rollups arrive in bucket order, not reading by reading in time order."""
 
     count: int = 0
     total: float = 0.0
     low: float = 0.0
     high: float = 0.0
-    head: float = 0.0
-    tail: float = 0.0
+    first_at: tuple[int, str] = (0, "")
+    first: float = 0.0
+    last_at: tuple[int, str] = (0, "")
+    last: float = 0.0
 
-    def add(self, value: float) -> None:
+    def add(self, time: int, name: str, piece: float | Aggregate) -> None:
+        if type(piece) is float:
+            count, total, low, high = 1, piece, piece, piece
+            first_at, first, last_at, last = (time, name), piece, (time, name), piece
+        else:
+            assert isinstance(piece, Aggregate)
+            count, total, low, high = piece.count, piece.total, piece.low, piece.high
+            first_at, first, last_at, last = (piece.first_time, name), piece.first, (piece.last_time, name), piece.last
         if self.count == 0:
-            self.low = self.high = self.head = value
-        elif value < self.low:
-            self.low = value
-        elif value > self.high:
-            self.high = value
-        self.count += 1
-        self.total += value
-        self.tail = value
+            self.low, self.high = low, high
+            self.first_at, self.first, self.last_at, self.last = first_at, first, last_at, last
+        else:
+            self.low = min(self.low, low)
+            self.high = max(self.high, high)
+            if first_at < self.first_at:
+                self.first_at, self.first = first_at, first
+            if last_at > self.last_at:
+                self.last_at, self.last = last_at, last
+        self.count += count
+        self.total += total
 
-    def get(self, kind: ColumnKind, ascending: bool) -> object:
+    def get(self, kind: ColumnKind) -> object:
         if kind == "count":
             return self.count
         if self.count == 0:
@@ -219,8 +275,8 @@ class _Group:
             "avg": self.total / self.count,
             "min": self.low,
             "max": self.high,
-            "first": self.head if ascending else self.tail,
-            "last": self.tail if ascending else self.head,
+            "first": self.first,
+            "last": self.last,
         }
         return values[kind]
 
@@ -229,17 +285,16 @@ def _aggregate(readings: Iterator[Reading], query: Query, by_series: bool) -> It
     """One row per group, in output order. The readings arrive group after group (`by_series`: a series' buckets
     one after another; otherwise buckets in time order, with every series in each), so a group is complete as
     soon as a reading of the next one shows up."""
-    ascending = query.order == "asc"
     width, origin = query.bucket_width, query.bucket_origin
 
     def row(name: str, start: int | None, group: _Group) -> list[object]:
         cells = {"name": name, "bucket": start}
-        return [cells[kind] if kind in cells else group.get(kind, ascending) for kind, _ in query.columns]
+        return [cells[kind] if kind in cells else group.get(kind) for kind, _ in query.columns]
 
     if width is None and not query.group_by_name:
         everything = _Group()
-        for _, _, value in readings:
-            everything.add(value)
+        for time, name, piece in readings:
+            everything.add(time, name, piece)
         yield row("", None, everything)  # aggregates without GROUP BY give one row, even over no readings
         return
 
@@ -249,12 +304,12 @@ def _aggregate(readings: Iterator[Reading], query: Query, by_series: bool) -> It
 
     for (_, start), readings_of_bucket in groupby(readings, key):
         groups: dict[str, _Group] = {}
-        for _, name, value in readings_of_bucket:
+        for time, name, piece in readings_of_bucket:
             group_name = name if query.group_by_name else ""
             group = groups.get(group_name)
             if group is None:
                 group = groups[group_name] = _Group()
-            group.add(value)
+            group.add(time, name, piece)
         for group_name in sorted(groups):
             yield row(group_name, start, groups[group_name])
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 from rocksdict import Rdict, WriteBatch, WriteOptions
 
+from gateway.store.rollups import Dirty, RollupTracker
+
 log = logging.getLogger("gateway.store")
 
 Put = tuple[bytes, bytes]
@@ -42,8 +44,9 @@ class WriteFailed(Exception):
 
 
 class Writer:
-    def __init__(self, db: Rdict, commit_interval: float = 0.002) -> None:
+    def __init__(self, db: Rdict, commit_interval: float = 0.002, rollups: RollupTracker | None = None) -> None:
         self._db = db
+        self._rollups = rollups
         self.commit_interval = commit_interval
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
         self._puts: list[Op] = []
@@ -77,24 +80,31 @@ class Writer:
                 puts, durable, waiters = self._puts, self._durable, self._waiters
                 self._puts, self._durable, self._waiters = [], False, []
                 self._last_commit = time.monotonic()
+                written = len(puts)
+                dirty: Dirty = set()
+                if self._rollups is not None:
+                    records, dirty = self._rollups.take()
+                    puts.extend(records)
                 try:
-                    await loop.run_in_executor(self._thread, self._commit, puts, durable)
+                    await loop.run_in_executor(self._thread, self._commit, puts, durable, dirty)
                 except Exception as exc:
-                    log.error("writing %d readings failed: %s", len(puts), exc)
+                    log.error("writing %d readings failed: %s", written, exc)
+                    if self._rollups is not None:
+                        self._rollups.failed()
                     error = WriteFailed(f"the store could not write: {exc}")
                     for waiter in waiters:
                         if not waiter.done():
                             waiter.set_exception(error)
                     continue
                 self.batches += 1
-                self.readings += len(puts)
+                self.readings += written
                 for waiter in waiters:
                     if not waiter.done():
                         waiter.set_result(None)
         finally:
             self._running = None
 
-    def _commit(self, puts: list[Op], durable: bool) -> None:
+    def _commit(self, puts: list[Op], durable: bool, dirty: Dirty) -> None:
         batch = WriteBatch(raw_mode=True)
         for op in puts:
             if type(op) is tuple:
@@ -108,6 +118,14 @@ class Writer:
         self._db.write(batch, options)
         if durable:
             self.sync_seconds += time.monotonic() - started
+        if dirty and self._rollups is not None:
+            try:
+                self._rollups.recompute(dirty)
+            except Exception as exc:
+                # The readings are stored; the dirty marks stay in the database and are recomputed at the next start.
+                log.error(
+                    "recomputing %d minutes of rollups failed: %s; they are redone at the next start", len(dirty), exc
+                )
 
     async def stop(self) -> None:
         """Finish what is pending, then stop the writer thread."""
