@@ -18,7 +18,7 @@ from gateway.mqtt.connection import ConnectionLimits
 from gateway.mqtt.persist import BrokerState
 from gateway.mqtt.server import Listener, MqttServer
 from gateway.store import database as store
-from gateway.store.database import TimeSeriesStore
+from gateway.store.database import Retention, TimeSeriesStore
 from gateway.store.maintenance import DiskGuard, retention_forever
 
 log = logging.getLogger("gateway")
@@ -120,10 +120,9 @@ class Gateway:
 
     async def start(self) -> None:
         await self.broker.start()
-        days = self.config.store.retention_days
-        if days:
-            keep = int(days * 86_400_000_000_000)
-            self._retention = asyncio.create_task(retention_forever(self.store, keep), name="retention")
+        options = self.config.store
+        default = Retention(options.retention_days, options.minute_rollup_days, options.hour_rollup_days)
+        self._retention = asyncio.create_task(retention_forever(self.store, default), name="retention")
         self.endpoints = await self.mqtt.start()
         http = self.config.http
         context = ApiContext(self.store, asyncio.get_running_loop(), http.token, http.token_for_reads)

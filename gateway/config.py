@@ -128,8 +128,17 @@ class StoreOptions:
         minimum=0,
     )
     retention_days: float = _opt(
-        0.0, "Delete readings older than this many days, checked hourly; 0: keep everything.", minimum=0
+        0.0,
+        "Delete readings older than this many days, checked hourly; 0: keep them. A table can set its own "
+        "(PUT /api/tables/<name>/retention).",
+        minimum=0,
     )
+    minute_rollup_days: float = _opt(
+        0.0,
+        "Delete 1-minute rollups older than this many days; 0: keep them (about 70 bytes a minute a series).",
+        minimum=0,
+    )
+    hour_rollup_days: float = _opt(0.0, "Delete 1-hour rollups older than this many days; 0: keep them.", minimum=0)
     block_cache_bytes: int = _opt(8 << 20, "RocksDB block cache for queries.", minimum=1 << 20)
 
 

@@ -10,7 +10,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -37,10 +37,39 @@ class StoreError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class Retention:
+    """Days to keep readings and each rollup level; 0 keeps them for ever, None follows the gateway's default."""
+
+    raw: float | None = None
+    minute: float | None = None
+    hour: float | None = None
+
+    def over(self, default: Retention) -> Retention:
+        """This retention, with `default`'s days wherever this one says None."""
+        return Retention(
+            default.raw if self.raw is None else self.raw,
+            default.minute if self.minute is None else self.minute,
+            default.hour if self.hour is None else self.hour,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Table:
     name: str
     id: int
     created_ns: int
+    retention: Retention = Retention()
+
+    def record(self) -> bytes:
+        retention = {"raw": self.retention.raw, "minute": self.retention.minute, "hour": self.retention.hour}
+        return json.dumps(
+            {"name": self.name, "id": self.id, "created_ns": self.created_ns, "retention": retention}
+        ).encode()
+
+    @classmethod
+    def from_record(cls, data: bytes) -> Table:
+        record = json.loads(data)
+        return cls(record["name"], record["id"], record["created_ns"], Retention(**record.get("retention", {})))
 
 
 @dataclass(slots=True)
@@ -95,8 +124,7 @@ class TimeSeriesStore:
 
     def _load_catalog(self) -> None:
         for _key, value in key_range(self.db, keys.TABLE, keys.space_end(keys.TABLE)):
-            record = json.loads(value)
-            table = Table(record["name"], record["id"], record["created_ns"])
+            table = Table.from_record(value)
             self._tables[table.name] = table
             self._next_table = max(self._next_table, table.id + 1)
         for key, value in key_range(self.db, keys.SERIES, keys.space_end(keys.SERIES)):
@@ -118,7 +146,7 @@ class TimeSeriesStore:
     def table(self, name: str) -> Table | None:
         return self._tables.get(name.upper())
 
-    async def create_table(self, name: str, *, exist_ok: bool = False) -> Table:
+    async def create_table(self, name: str, *, exist_ok: bool = False, retention: Retention = Retention()) -> Table:
         name = name.upper()
         existing = self._tables.get(name)
         if existing is not None:
@@ -126,8 +154,15 @@ class TimeSeriesStore:
                 return existing
             raise StoreError(f"table {name} already exists")
         puts: list[Op] = []
-        table = self._new_table(name, puts)
+        table = self._new_table(name, puts, retention)
         await self.writer.write(puts, durable=True)
+        return table
+
+    async def set_retention(self, name: str, retention: Retention) -> Table:
+        """Change how long a table keeps its readings and rollups (applied by the next retention run)."""
+        table = replace(self._require(name), retention=retention)
+        self._tables[table.name] = table
+        await self.writer.write([(keys.table_key(table.name), table.record())], durable=True)
         return table
 
     async def drop_table(self, name: str, *, missing_ok: bool = False) -> None:
@@ -152,12 +187,11 @@ class TimeSeriesStore:
         self.rollups.forget(series_id for _name, series_id in dropped)
         await self.writer.write(ops, durable=True)
 
-    def _new_table(self, name: str, puts: list[Op]) -> Table:
-        table = Table(name, self._next_table, time.time_ns())
+    def _new_table(self, name: str, puts: list[Op], retention: Retention = Retention()) -> Table:
+        table = Table(name, self._next_table, time.time_ns(), retention)
         self._next_table += 1
         self._tables[name] = table
-        record = {"name": table.name, "id": table.id, "created_ns": table.created_ns}
-        puts.append((keys.table_key(name), json.dumps(record).encode()))
+        puts.append((keys.table_key(name), table.record()))
         return table
 
     # -- writing --------------------------------------------------------------------------------------------
@@ -206,8 +240,9 @@ class TimeSeriesStore:
 
     # -- reading ---------------------------------------------------------------------------------------------
 
-    def series_ids(self) -> list[int]:
-        return list(self._series.values())
+    def series_ids(self, table_name: str) -> list[int]:
+        table = self._require(table_name)
+        return [series_id for (table_id, _name), series_id in list(self._series.items()) if table_id == table.id]
 
     def series_names(self, table_name: str) -> list[str]:
         table = self._require(table_name)

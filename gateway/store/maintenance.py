@@ -1,4 +1,5 @@
-"""Keeping the card healthy: the disk guard, and retention that deletes old readings with range deletes."""
+"""Keeping the card healthy: the disk guard, and retention that deletes old readings and rollups with range
+deletes (one per series and kind, however much they hold)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import time
 from pathlib import Path
 
 from gateway.store import keys
-from gateway.store.database import TimeSeriesStore
+from gateway.store.database import Retention, TimeSeriesStore
 from gateway.store.writer import DeleteRange, Op, WriteFailed
 
 log = logging.getLogger("gateway.store")
+DAY = 86_400_000_000_000
 
 
 class DiskFull(WriteFailed):
@@ -44,26 +46,39 @@ class DiskGuard:
             )
 
 
-async def apply_retention(store: TimeSeriesStore, keep_ns: int, now_ns: int | None = None) -> int:
-    """Delete readings older than `keep_ns` from every series; returns how many series were trimmed."""
-    cutoff = (now_ns if now_ns is not None else time.time_ns()) - keep_ns
-    ops: list[Op] = [
-        DeleteRange(keys.reading_prefix(series_id), keys.reading_key(series_id, cutoff))
-        for series_id in store.series_ids()
-    ]
+async def apply_retention(store: TimeSeriesStore, default: Retention, now_ns: int | None = None) -> int:
+    """Delete readings and rollups older than their table's retention (`default` where the table names none);
+    returns how many series were trimmed."""
+    now = time.time_ns() if now_ns is None else now_ns
+    ops: list[Op] = []
+    trimmed = set()
+    for table in store.tables():
+        retention = table.retention.over(default)
+        for days, space in (
+            (retention.raw, keys.READING),
+            (retention.minute, keys.MINUTE_ROLLUP),
+            (retention.hour, keys.HOUR_ROLLUP),
+        ):
+            if not days:
+                continue
+            cutoff = max(now - int(days * DAY), keys.MIN_TIME)
+            for series_id in store.series_ids(table.name):
+                ops.append(
+                    DeleteRange(keys.reading_prefix(series_id, space), keys.reading_key(series_id, cutoff, space))
+                )
+                trimmed.add(series_id)
     if ops:
         await store.writer.write(ops, durable=True)
-    return len(ops)
+    return len(trimmed)
 
 
-async def retention_forever(store: TimeSeriesStore, keep_ns: int, every: float = 3600.0) -> None:
-    """The background task the gateway runs while `[store] retention_days` is set."""
+async def retention_forever(store: TimeSeriesStore, default: Retention, every: float = 3600.0) -> None:
+    """The background task the gateway runs: applies retention at start and then every `every` seconds."""
     while True:
         try:
-            trimmed = await apply_retention(store, keep_ns)
-            log.info(
-                "retention: readings older than %d days deleted from %d series", keep_ns // 86_400_000_000_000, trimmed
-            )
+            trimmed = await apply_retention(store, default)
+            if trimmed:
+                log.info("retention: old readings and rollups deleted from %d series", trimmed)
         except WriteFailed as exc:
             log.error("retention could not delete old readings: %s", exc)
         await asyncio.sleep(every)
