@@ -340,21 +340,16 @@ def series_summary(store: TimeSeriesStore, table: str) -> list[SeriesSummary]:
     if the table does not exist."""
     summaries = []
     for name in store.series_names(table):
-        # The count walks every reading of the series: fine for a status page on a gateway's data, but it grows
-        # with the data; a per-series counter kept on write would make it constant when that starts to matter.
-        count, first, last = 0, None, None
-        for reading in store.scan(table, name):
-            if first is None:
-                first = reading
-            last = reading
-            count += 1
+        first = next(store.scan(table, name), None)
+        last = next(store.scan(table, name, reverse=True), None)
+        if first is None or last is None:
+            summaries.append(SeriesSummary(name=name, count=0, first_time=None, last_time=None, last_value=None))
+            continue
+        # Counted from rollups, over the span readings are still kept for (rollups may be kept longer).
+        group = _Group()
+        for time, piece in _pieces(store, table, name, first[0], last[0] + 1, LEVELS, reverse=False):
+            group.add(time, name, piece)
         summaries.append(
-            SeriesSummary(
-                name=name,
-                count=count,
-                first_time=first[0] if first else None,
-                last_time=last[0] if last else None,
-                last_value=last[1] if last else None,
-            )
+            SeriesSummary(name=name, count=group.count, first_time=first[0], last_time=last[0], last_value=last[1])
         )
     return summaries

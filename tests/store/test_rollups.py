@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from gateway.store import keys
 from gateway.store.database import TimeSeriesStore
-from gateway.store.query import ColumnKind, Query, execute
+from gateway.store.query import ColumnKind, Query, execute, series_summary
 from gateway.store.rollups import HOUR, MINUTE, Aggregate, key_range
 from gateway.store.writer import WriteFailed
 from tests.store.test_query import Reading, count_pulled, naive
@@ -217,6 +217,10 @@ def test_a_year_at_one_hour_steps_reads_rollups_not_readings(
     assert len(rows) == 365 * 24
     assert pulled[0] <= 10  # the ragged first hour only; 8,759 hours come from their rollups
     assert rows == naive(year, query)
+    pulled[0] = 0
+    [summary] = series_summary(store, "t")
+    assert summary["count"] == len(year) and summary["last_value"] == year[-1][2]
+    assert pulled[0] <= 3  # the first and the last reading, and the last again in its ragged minute
 
 
 columns = st.lists(st.sampled_from(["count", "sum", "avg", "min", "max", "first", "last"]), min_size=1, max_size=3)
