@@ -91,7 +91,8 @@ class IngestHook:
         return topic
 
     def _parse(self, topic: IngestTopic, message: Message) -> list[Reading]:
-        settings = options_from_properties(message.properties.get(Prop.USER_PROPERTY, []))
+        settings = dict(topic.options)
+        settings.update(options_from_properties(message.properties.get(Prop.USER_PROPERTY, [])))
         options = ParseOptions(
             time_format=settings.get("timeformat", "ns"), tz=settings.get("tz"), now_ns=time.time_ns()
         )

@@ -1,15 +1,16 @@
 """Ingest topics: which MQTT topics carry readings, and in what form (machbase-neo's grammar, plus ours).
 
-    db/append/<TABLE>[:<format>[:<compress>]]
-    db/write/<TABLE>[:<format>[:<compress>]]
-    db/metrics/<TABLE>[:<compress>]     InfluxDB line protocol (what telegraf sends)
+    db/append/<TABLE>[:<format>[:<compress>]][?timeformat=<unit>&tz=<zone>]
+    db/write/<TABLE>[:<format>[:<compress>]][?...]
+    db/metrics/<TABLE>[:<compress>][?...]   InfluxDB line protocol (what telegraf sends)
     db/query                            a query, not readings
     sensors/<device>                    one JSON object of fields, into the sensors table
 
 `format` is json (default), csv, ndjson or line; `compress` is gzip (default: none); both are case-insensitive.
 Table names are letters, digits and underscores, start with a letter, have at most 40 characters and are
-case-insensitive (upper-cased here). `<device>` is one topic level, not empty. MQTT 5 clients may give format,
-compress, timeformat and tz as user properties instead (`options_from_properties`).
+case-insensitive (upper-cased here). `<device>` is one topic level, not empty. The time options after `?` are for
+MQTT 3.1.1 clients, which have no user properties; MQTT 5 clients may give format, compress, timeformat and tz as
+user properties instead (`options_from_properties`), which take precedence.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class IngestTopic:
     fmt: str  # json, csv, ndjson or line
     compress: str | None
     device: str | None  # sensors only
+    options: tuple[tuple[str, str], ...] = ()  # timeformat and tz given after `?`
 
 
 def parse_topic(topic: str, *, sensors_prefix: str = "sensors/", sensors_table: str = "SENSORS") -> IngestTopic | None:
@@ -74,6 +76,7 @@ def options_from_properties(pairs: list[tuple[str, str]]) -> dict[str, str]:
 
 
 def _write_topic(kind: str, spec: str) -> IngestTopic:
+    spec, question, query = spec.partition("?")
     table, *values = spec.split(":")
     names = _TOPIC_OPTIONS[kind]
     if not _TABLE.fullmatch(table):
@@ -86,7 +89,22 @@ def _write_topic(kind: str, spec: str) -> IngestTopic:
         raise TopicError(f"too many options in db/{kind}/{spec}; the form is db/{kind}/<TABLE>{form}")
     options = {name: _option(name, value) for name, value in zip(names, values, strict=False)}
     fmt = "line" if kind == "metrics" else options.get("format", "json")
-    return IngestTopic(kind, table.upper(), fmt, options.get("compress"), None)
+    return IngestTopic(kind, table.upper(), fmt, options.get("compress"), None, _time_options(query) if question else ())
+
+
+def _time_options(query: str) -> tuple[tuple[str, str], ...]:
+    options: dict[str, str] = {}
+    for pair in query.split("&"):
+        name, equals, value = pair.partition("=")
+        name = name.lower()
+        if name not in ("timeformat", "tz") or not equals:
+            raise TopicError(
+                f"unknown topic option {pair!r}: after '?' give timeformat=<unit> and/or tz=<zone>, joined by &"
+            )
+        if name in options:
+            raise TopicError(f"topic option {name!r} is given twice; give it once")
+        options[name] = _option(name, value)
+    return tuple(sorted(options.items()))
 
 
 def _option(name: str, value: str) -> str:

@@ -27,6 +27,12 @@ FUZZ = settings(derandomize=True, max_examples=1000, deadline=None)
         ("db/metrics/telegraf", IngestTopic("metrics", "TELEGRAF", "line", None, None)),
         ("db/metrics/telegraf:gzip", IngestTopic("metrics", "TELEGRAF", "line", "gzip", None)),
         ("db/query", IngestTopic("query", "", "json", None, None)),
+        ("db/append/T?timeformat=S", IngestTopic("append", "T", "json", None, None, (("timeformat", "s"),))),
+        (
+            "db/write/T:csv:gzip?tz=Europe/Berlin&timeformat=rfc3339",
+            IngestTopic("write", "T", "csv", "gzip", None, (("timeformat", "rfc3339"), ("tz", "Europe/Berlin"))),
+        ),
+        ("db/metrics/T?timeformat=ms", IngestTopic("metrics", "T", "line", None, None, (("timeformat", "ms"),))),
         ("sensors/kitchen", IngestTopic("sensors", "SENSORS", "json", None, "kitchen")),
         ("sensors/küche 2:a.b", IngestTopic("sensors", "SENSORS", "json", None, "küche 2:a.b")),
     ],
@@ -64,6 +70,7 @@ def test_sensors_prefix_and_table_are_configurable() -> None:
     assert parse_topic("sensors/dev-1", sensors_prefix="site/3/") is None
 
 
+TIME_OPTIONS_RULE = "after '?' give timeformat=<unit> and/or tz=<zone>, joined by &"
 TABLE_RULE = "use letters, digits and underscores, starting with a letter, at most 40 characters"
 
 
@@ -91,6 +98,11 @@ TABLE_RULE = "use letters, digits and underscores, starting with a letter, at mo
         ),
         ("db/metrics/T:csv", "unknown compress 'csv'; use one of gzip"),
         ("db/metrics/T:gzip:x", "too many options in db/metrics/T:gzip:x; the form is db/metrics/<TABLE>:<compress>"),
+        ("db/append/T?format=csv", f"unknown topic option 'format=csv': {TIME_OPTIONS_RULE}"),
+        ("db/append/T?timeformat", f"unknown topic option 'timeformat': {TIME_OPTIONS_RULE}"),
+        ("db/append/T?", f"unknown topic option '': {TIME_OPTIONS_RULE}"),
+        ("db/append/T?tz=UTC&tz=UTC", "topic option 'tz' is given twice; give it once"),
+        ("db/append/T?timeformat=h", "unknown timeformat 'h'; use one of ns, us, ms, s, rfc3339, default"),
     ],
 )
 def test_bad_ingest_topics(topic: str, reason: str) -> None:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from gateway.store.database import TimeSeriesStore
 from tests.conftest import Client, Gateway, mosquitto_env
@@ -159,3 +161,37 @@ def test_a_nearly_full_disk_refuses_readings_so_that_clients_keep_them(
     v3.disconnects.get(timeout=10)
     assert not unacked.is_published()
     assert "nearly full" in gateway.log()
+
+
+def test_time_formats_from_topic_options_and_user_properties(gateway: Gateway, clients: list[Client]) -> None:
+    """MQTT 3.1.1 clients (mosquitto_pub) name the time unit and zone after '?' in the topic; MQTT 5 clients may
+    use user properties, which win over the topic."""
+    publishes = [
+        ("db/append/TF?timeformat=s", '["s", 1700000000, 1]'),
+        ("db/append/TF?timeformat=ms", '["ms", 1700000000123, 2]'),
+        ("db/append/TF:csv?timeformat=default&tz=Europe/Berlin", "berlin,2023-11-14 23:13:20,3"),
+        ("db/append/TF?timeformat=rfc3339", '["rfc", "2023-11-14T22:13:20.5Z", 4]'),
+    ]
+    for topic, payload in publishes:
+        subprocess.run(
+            ["mosquitto_pub", "-p", str(gateway.mqtt_port), "-q", "1", "-t", topic, "-m", payload],
+            check=True,
+            timeout=10,
+            env=mosquitto_env(),
+        )
+    v5 = Client(gateway.mqtt_port, "v5-times", v5=True)
+    clients.append(v5)
+    properties = Properties(PacketTypes.PUBLISH)
+    properties.UserProperty = [("timeformat", "us")]
+    v5.publish("db/append/TF?timeformat=s", b'["us", 1700000000000001, 5]', 1, properties=properties)
+    v5.close()
+    gateway.stop()
+    data = stored(gateway.data_dir)
+    t = 1_700_000_000 * S
+    assert {name: readings for (table, name), readings in data.items() if table == "TF"} == {
+        "s": [(t, 1.0)],
+        "ms": [(t + 123_000_000, 2.0)],
+        "berlin": [(t, 3.0)],
+        "rfc": [(t + S // 2, 4.0)],
+        "us": [(t + 1000, 5.0)],
+    }
