@@ -6,11 +6,14 @@ import asyncio
 import logging
 import signal
 import ssl
+from pathlib import Path
 
 from gateway import __version__
 from gateway.config import Config, ConfigError
-from gateway.http.api import ApiContext, make_app
-from gateway.http.server import HttpServer
+from gateway.http.api import make_app
+from gateway.http.base import ApiContext, Status
+from gateway.http.hub import WatchHub
+from gateway.http.server import THREADS, HttpServer
 from gateway.ingest.hook import IngestHook
 from gateway.mqtt.auth import AclFile, Authorizer
 from gateway.mqtt.broker import Broker, BrokerSettings
@@ -18,6 +21,7 @@ from gateway.mqtt.connection import ConnectionLimits
 from gateway.mqtt.persist import BrokerState
 from gateway.mqtt.server import Listener, MqttServer
 from gateway.store import database as store
+from gateway.store.backup import backup_archive, scratch_dir
 from gateway.store.database import Retention, TimeSeriesStore
 from gateway.store.maintenance import DiskGuard, retention_forever
 
@@ -125,11 +129,53 @@ class Gateway:
         self._retention = asyncio.create_task(retention_forever(self.store, default), name="retention")
         self.endpoints = await self.mqtt.start()
         http = self.config.http
-        context = ApiContext(self.store, asyncio.get_running_loop(), http.token, http.token_for_reads)
-        self.http = HttpServer(make_app(context), self.config.gateway.bind, http.port)
+        # /db/watch streams: the store tells the hub of every stored batch; each stream holds an HTTP thread.
+        watch = WatchHub(max_watchers=THREADS - 2)
+        self.store.listeners.append(watch.publish)
+        context = ApiContext(
+            self.store,
+            asyncio.get_running_loop(),
+            http.token,
+            http.token_for_reads,
+            status=self.status,
+            watch=watch,
+            backup=self.backup,
+        )
+        self.http = HttpServer(make_app(context), self.config.gateway.bind, http.port, on_stop=watch.close)
         self.endpoints.append(("http", *self.http.start()))
         log.info("gateway %s, data in %s, config from %s", __version__, self.config.data_path(), self.config.source)
         log.info("listening %s", " ".join(f"{name}={host}:{port}" for name, host, port in self.endpoints))
+
+    def backup(self) -> Path:
+        """A consistent archive of both databases, made while they are written (on an HTTP thread)."""
+        databases = {"store": self.store.db, "broker": self.state.db}
+        return backup_archive(databases, scratch_dir(self.config.data_path()))
+
+    def status(self) -> Status:
+        """The parts' figures for /metrics and /api/status. Called on HTTP threads: it only copies plain numbers,
+        which the event loop updates one at a time."""
+        stats, ingest, writer = self.broker.stats, self.ingest.counters, self.store.writer
+        return Status(
+            started_at=stats.started_at,
+            data_dir=self.config.data_path(),
+            min_free_bytes=self.config.store.min_free_bytes,
+            mqtt_clients_connected=stats.clients_connected,
+            mqtt_clients_maximum=stats.clients_maximum,
+            mqtt_connections_refused=stats.connections_refused,
+            mqtt_messages_received=stats.messages_received,
+            mqtt_messages_sent=stats.messages_sent,
+            mqtt_messages_dropped=stats.messages_dropped,
+            mqtt_publish_rejected=stats.publish_rejected,
+            mqtt_protocol_errors=stats.protocol_errors,
+            mqtt_bytes_received=stats.bytes_received,
+            mqtt_bytes_sent=stats.bytes_sent,
+            ingest_messages=ingest.messages,
+            ingest_readings=ingest.readings,
+            ingest_rejected=ingest.rejected,
+            store_batches=writer.batches,
+            store_writes=writer.readings,
+            store_sync_seconds=writer.sync_seconds,
+        )
 
     async def stop(self) -> None:
         if self.http is not None:

@@ -146,7 +146,9 @@ class StoreOptions:
 class HttpOptions:
     port: int = _opt(8080, "TCP port of the HTTP API; 0 picks a free port (logged at start).", minimum=0, maximum=65535)
     token: str = _opt(
-        "", "Token that writes (/db/write) and DROP TABLE need (Authorization: Bearer <token>); empty: refused."
+        "",
+        "Token that writes, table changes and backups need (Authorization: Bearer <token>); empty: writes and table "
+        "changes are refused, backups are served to the board itself only.",
     )
     token_for_reads: bool = _opt(False, "Require the token for every request, reads included.")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import queue
@@ -20,6 +21,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 
+from gateway.store.database import TimeSeriesStore
 from tests.rawmqtt import RawClient, RawFactory
 
 REPO = Path(__file__).resolve().parent.parent
@@ -296,3 +298,20 @@ def mosquitto_env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("HOME", None)  # mosquitto clients read ~/.config/mosquitto_pub: keep the tests independent of it
     return env
+
+
+def stored_readings(data_dir: Path) -> dict[tuple[str, str], list[tuple[int, float]]]:
+    """Everything in the store of a stopped gateway: (table, name) -> [(time, value)]."""
+
+    async def read() -> dict[tuple[str, str], list[tuple[int, float]]]:
+        store = TimeSeriesStore(data_dir / "store")
+        try:
+            return {
+                (table.name, name): list(store.scan(table.name, name))
+                for table in store.tables()
+                for name in store.series_names(table.name)
+            }
+        finally:
+            await store.close()
+
+    return asyncio.run(read())

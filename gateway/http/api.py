@@ -1,99 +1,60 @@
-"""The HTTP API (bottle): machbase-neo's `/db/query` and `/db/write`, and `/healthz`. Every error is JSON.
+"""The HTTP API (bottle): machbase-neo's `/db/query` and `/db/write`, `/healthz`, and `make_app`, which puts every
+route group together. Every error is JSON.
 
 Requests are served on the WSGI server's threads. Reads go straight to RocksDB, which is safe from any thread;
 writes are handed to the event loop that owns the store's group commit, and the request waits for them.
+
+The other route groups live in their own modules, each with a `register(app, ctx)`: rest.py (tables, series,
+latest, /api/query), watch.py (/db/watch server-sent events, fed by hub.py), metrics.py (/metrics, /api/status),
+backup.py (/api/backup) and openapi.py (/api/openapi.json, the description of all of them). docs/http.md describes
+the API for its users.
 """
 
 from __future__ import annotations
 
-import asyncio
-import csv
-import hmac
-import io
-import json
 import time
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
-from typing import Any, TypeVar
 
 import bottle
 
 from gateway import __version__
-from gateway.http import sql
+from gateway.http import backup, metrics, openapi, rest, sql, watch
+from gateway.http.base import (
+    ApiContext,
+    ApiError,
+    csv_response,
+    handler,
+    json_response,
+    on_loop,
+    query_params,
+    require_token,
+)
 from gateway.ingest.payloads import ParseOptions, PayloadError, parse
-from gateway.store.database import StoreError, TimeSeriesStore
-from gateway.store.query import Query, Result, execute
-from gateway.store.writer import WriteFailed
+from gateway.store.query import Query, execute
 
-T = TypeVar("T")
+__all__ = ["ApiContext", "make_app"]
 
 # Content types of /db/write bodies, as neo accepts them.
 _FORMATS = {"application/json": "json", "text/csv": "csv", "application/x-ndjson": "ndjson"}
 MAX_BODY = 16 << 20
 
 
-@dataclass(slots=True)
-class ApiContext:
-    store: TimeSeriesStore
-    loop: asyncio.AbstractEventLoop
-    token: str = ""  # empty: writes and drops are refused (the API is read-only)
-    token_for_reads: bool = False
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-
-
-def _json(status: int, body: dict[str, Any]) -> str:
-    bottle.response.status = status
-    bottle.response.content_type = "application/json"
-    return json.dumps(body)
-
-
 def make_app(ctx: ApiContext) -> bottle.Bottle:
-    app = bottle.Bottle(autojson=False)
-
-    def on_loop(coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, ctx.loop).result(timeout=30)
-
-    def require_token(what: str) -> None:
-        if not ctx.token:
-            raise ApiError(403, f"{what} needs a token, and none is configured: set [http] token in the config")
-        given = bottle.request.get_header("Authorization", "").removeprefix("Bearer ").strip()
-        given = given or bottle.request.query.get("token", "")
-        if not hmac.compare_digest(given.encode(), ctx.token.encode()):
-            raise ApiError(401, f"{what} needs the API token: send 'Authorization: Bearer <token>'")
-
-    def handler(func: Callable[..., str]) -> Callable[..., str]:
-        def wrapped(*args: Any, **kwargs: Any) -> str:
-            started = time.perf_counter()
-            try:
-                if ctx.token_for_reads:
-                    require_token("this gateway's API")
-                return func(*args, started=started, **kwargs)
-            except ApiError as exc:
-                return _json(exc.status, {"success": False, "reason": exc.reason})
-            except StoreError as exc:
-                return _json(400, {"success": False, "reason": str(exc)})
-            except WriteFailed as exc:
-                return _json(503, {"success": False, "reason": str(exc)})
-
-        return wrapped
+    app = bottle.Bottle()
+    app.config["json.enable"] = False  # routes answer through json_response, never with a bare dict
+    handle = handler(ctx)
 
     @app.get("/healthz")
-    @handler
+    @handle
     def healthz(started: float) -> str:
-        return _json(200, {"success": True, "status": "ok", "version": __version__})
+        return json_response(200, {"success": True, "status": "ok", "version": __version__})
 
     @app.route("/db/query", method=["GET", "POST"])
-    @handler
+    @handle
     def db_query(started: float) -> str:
         request = bottle.request
-        text = request.query.get("q") or request.forms.get("q")
-        fmt = request.query.get("format") or request.forms.get("format") or "json"
+        params = query_params()
+        text = params.get("q") or request.forms.getunicode("q")
+        fmt = params.get("format") or request.forms.getunicode("format") or "json"
         if not text and request.json is not None:
             text = request.json.get("q")
             fmt = request.json.get("format", fmt)
@@ -104,25 +65,24 @@ def make_app(ctx: ApiContext) -> bottle.Bottle:
         except sql.SqlError as exc:
             raise ApiError(400, str(exc)) from None
         if isinstance(statement, sql.CreateTable):
-            on_loop(ctx.store.create_table(statement.table, exist_ok=statement.if_not_exists))
+            on_loop(ctx, ctx.store.create_table(statement.table, exist_ok=statement.if_not_exists))
             return _done(started, "success")
         if isinstance(statement, sql.DropTable):
-            require_token("DROP TABLE")
-            on_loop(ctx.store.drop_table(statement.table, missing_ok=statement.if_exists))
+            require_token(ctx, "DROP TABLE")
+            on_loop(ctx, ctx.store.drop_table(statement.table, missing_ok=statement.if_exists))
             return _done(started, "success")
         result = execute(ctx.store, to_query(statement))
         if fmt == "csv":
-            bottle.response.content_type = "text/csv"
-            return _csv(result)
+            return csv_response(result.columns, result.rows)
         if fmt != "json":
             raise ApiError(400, f"unknown format {fmt!r}: use json or csv")
         data = {"columns": result.columns, "types": result.types, "rows": result.rows}
-        return _json(200, {"success": True, "reason": "success", "elapse": _elapsed(started), "data": data})
+        return json_response(200, {"success": True, "reason": "success", "elapse": _elapsed(started), "data": data})
 
     @app.post("/db/write/<table>")
-    @handler
+    @handle
     def db_write(table: str, started: float) -> str:
-        require_token("writing")
+        require_token(ctx, "writing")
         request = bottle.request
         content_type = (request.content_type or "application/json").split(";")[0].strip().lower()
         fmt = _FORMATS.get(content_type)
@@ -139,24 +99,31 @@ def make_app(ctx: ApiContext) -> bottle.Bottle:
             readings = parse(body, fmt, compress, options)
         except PayloadError as exc:
             raise ApiError(400, f"nothing written: {exc.reason}") from None
-        count = on_loop(ctx.store.append(table, [(r.name, r.time_ns, r.value) for r in readings], durable=True))
+        count = on_loop(ctx, ctx.store.append(table, [(r.name, r.time_ns, r.value) for r in readings], durable=True))
         return _done(started, f"success, {count} record(s) inserted")
+
+    # The other route groups, each in its own module; openapi.py describes them all, so it comes last.
+    rest.register(app, ctx)
+    watch.register(app, ctx)
+    metrics.register(app, ctx)
+    backup.register(app, ctx)
+    openapi.register(app, ctx)
 
     @app.error(400)
     def bad_request(error: bottle.HTTPError) -> str:
-        return _json(400, {"success": False, "reason": f"bad request: {error.body}"})
+        return json_response(400, {"success": False, "reason": f"bad request: {error.body}"})
 
     @app.error(404)
     def not_found(_error: bottle.HTTPError) -> str:
-        return _json(404, {"success": False, "reason": f"no such endpoint: {bottle.request.path}"})
+        return json_response(404, {"success": False, "reason": f"no such endpoint: {bottle.request.path}"})
 
     @app.error(405)
     def wrong_method(_error: bottle.HTTPError) -> str:
-        return _json(405, {"success": False, "reason": f"{bottle.request.method} is not allowed here"})
+        return json_response(405, {"success": False, "reason": f"{bottle.request.method} is not allowed here"})
 
     @app.error(500)
     def failed(_error: bottle.HTTPError) -> str:
-        return _json(500, {"success": False, "reason": "the gateway failed to answer; its log says why"})
+        return json_response(500, {"success": False, "reason": "the gateway failed to answer; its log says why"})
 
     return app
 
@@ -166,7 +133,7 @@ def _elapsed(started: float) -> str:
 
 
 def _done(started: float, reason: str) -> str:
-    return _json(200, {"success": True, "reason": reason, "elapse": _elapsed(started)})
+    return json_response(200, {"success": True, "reason": reason, "elapse": _elapsed(started)})
 
 
 def to_query(select: sql.Select) -> Query:
@@ -187,11 +154,3 @@ def to_query(select: sql.Select) -> Query:
         select.limit,
         select.offset,
     )
-
-
-def _csv(result: Result) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(result.columns)
-    writer.writerows(result.rows)
-    return out.getvalue()

@@ -89,7 +89,9 @@ def _write_topic(kind: str, spec: str) -> IngestTopic:
         raise TopicError(f"too many options in db/{kind}/{spec}; the form is db/{kind}/<TABLE>{form}")
     options = {name: _option(name, value) for name, value in zip(names, values, strict=False)}
     fmt = "line" if kind == "metrics" else options.get("format", "json")
-    return IngestTopic(kind, table.upper(), fmt, options.get("compress"), None, _time_options(query) if question else ())
+    return IngestTopic(
+        kind, table.upper(), fmt, options.get("compress"), None, _time_options(query) if question else ()
+    )
 
 
 def _time_options(query: str) -> tuple[tuple[str, str], ...]:

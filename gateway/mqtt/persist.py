@@ -95,7 +95,7 @@ class BrokerState:
     def __init__(self, path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = Rdict(str(path), _options())
+            self.db = Rdict(str(path), _options())
         except Exception as exc:
             raise StateError(
                 f"cannot open the broker state database in {path}: {exc}. "
@@ -184,19 +184,19 @@ class BrokerState:
                 batch.delete_range(key, end)
             else:
                 batch.delete(key)
-        self._db.write(batch)
+        self.db.write(batch)
         self._ops.clear()
 
     def close(self) -> None:
         self.flush()
-        self._db.flush_wal(True)
-        self._db.close()
+        self.db.flush_wal(True)
+        self.db.close()
         self._closed = True
 
     # -- reads, at start-up ------------------------------------------------------------------------------------
 
     def _scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        for key, value in self._db.items(from_key=prefix):
+        for key, value in self.db.items(from_key=prefix):
             assert isinstance(key, bytes) and isinstance(value, bytes)  # raw mode
             if not key.startswith(prefix):
                 return

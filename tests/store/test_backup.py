@@ -31,6 +31,7 @@ from gateway.store.backup import (
     scratch_dir,
 )
 from gateway.store.database import TimeSeriesStore
+from tests.conftest import stored_readings
 
 S = 1_000_000_000
 T = TypeVar("T")
@@ -45,21 +46,6 @@ def raw_db(path: Path) -> Rdict:
     options = Options(raw_mode=True)
     options.create_if_missing(True)
     return Rdict(str(path), options)
-
-
-def readings(data_dir: Path) -> dict[tuple[str, str], list[tuple[int, float]]]:
-    async def read() -> dict[tuple[str, str], list[tuple[int, float]]]:
-        store = TimeSeriesStore(data_dir / "store")
-        try:
-            return {
-                (table.name, name): list(store.scan(table.name, name))
-                for table in store.tables()
-                for name in store.series_names(table.name)
-            }
-        finally:
-            await store.close()
-
-    return run(read())
 
 
 def tree(root: Path) -> dict[str, bytes]:
@@ -194,12 +180,12 @@ def test_restore_moves_the_old_data_aside_and_brings_the_backup_back(gateway_dat
         await store.close()
 
     run(change())
-    changed = readings(gateway_data)
+    changed = stored_readings(gateway_data)
     aside = restore_archive(archive, gateway_data)
     assert aside is not None and aside.parent == gateway_data and aside.name.startswith("before-restore-")
     assert sorted(p.name for p in aside.iterdir()) == ["broker", "store"]
-    assert readings(aside) == changed  # the user's data is kept, whole
-    assert readings(gateway_data) == {("EXAMPLE", "temp"): [(T0 + i * S, float(i)) for i in range(10)]}
+    assert stored_readings(aside) == changed  # the user's data is kept, whole
+    assert stored_readings(gateway_data) == {("EXAMPLE", "temp"): [(T0 + i * S, float(i)) for i in range(10)]}
     state = BrokerState(gateway_data / "broker")
     assert [(m.topic, m.payload) for m in state.retained()] == [("status/board", b"online")]
     state.close()
@@ -296,7 +282,7 @@ def test_the_rewritten_archive_itself_is_accepted(gateway_data: Path, archive: P
     """The hostile cases above are refused for what they add, not for how _rewrite copies an archive."""
     copy = rewrite(archive, tmp_path / "copy.tar.gz", unchanged, [])
     assert restore_archive(copy, gateway_data) is not None
-    assert readings(gateway_data)[("EXAMPLE", "temp")][0] == (T0, 0.0)
+    assert stored_readings(gateway_data)[("EXAMPLE", "temp")][0] == (T0, 0.0)
 
 
 def _raw_archive(path: Path, members: dict[str, bytes]) -> Path:

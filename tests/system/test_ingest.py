@@ -2,40 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from gateway.store.database import TimeSeriesStore
-from tests.conftest import Client, Gateway, mosquitto_env
+from tests.conftest import Client, Gateway, mosquitto_env, stored_readings
 
 S = 1_000_000_000
-
-
-def stored(data_dir: Path) -> dict[tuple[str, str], list[tuple[int, float]]]:
-    """Everything in the store of a stopped gateway."""
-
-    async def read() -> dict[tuple[str, str], list[tuple[int, float]]]:
-        store = TimeSeriesStore(data_dir / "store")
-        try:
-            return {
-                (table.name, name): list(store.scan(table.name, name))
-                for table in store.tables()
-                for name in store.series_names(table.name)
-            }
-        finally:
-            await store.close()
-
-    return asyncio.run(read())
 
 
 def test_mosquitto_pub_and_paho_readings_land_in_the_store(gateway: Gateway, clients: list[Client]) -> None:
@@ -62,7 +42,7 @@ def test_mosquitto_pub_and_paho_readings_land_in_the_store(gateway: Gateway, cli
     pub.publish("sensors/kitchen", json.dumps({"temp": 20.5, "ts": 1700000000000000000}).encode(), 1)
     pub.close()
     gateway.stop()
-    data = stored(gateway.data_dir)
+    data = stored_readings(gateway.data_dir)
     assert data[("EXAMPLE", "temperature")] == [(1700000000000000000, 21.5)]
     assert data[("EXAMPLE", "humidity")] == [(1700000000000000000, 40.0)]
     assert data[("SENSORS", "kitchen.temp")] == [(1700000000000000000, 20.5)]
@@ -94,7 +74,7 @@ def test_a_bad_row_stores_nothing_and_is_reported(gateway: Gateway, clients: lis
     for client in (v5, v3):
         client.close()
     gateway.stop()
-    data = stored(gateway.data_dir)
+    data = stored_readings(gateway.data_dir)
     assert ("EXAMPLE", "good") not in data and ("EXAMPLE", "bad") not in data
     assert data[("EXAMPLE", "ok")] == [(1700000000000000000, 2.0)]
     assert "row 2" in gateway.log()
@@ -137,7 +117,7 @@ def test_every_acknowledged_reading_survives_a_kill_9(gateway: Gateway) -> None:
     assert sum(len(t) for t in expected.values()) >= 2000, "too few readings acknowledged before the kill"
     gateway.start(mqtt_port=gateway.mqtt_port)
     gateway.stop()
-    data = stored(gateway.data_dir)
+    data = stored_readings(gateway.data_dir)
     for client_id, times in expected.items():
         present = {t for t, _v in data.get(("POWERCUT", client_id), [])}
         missing = times - present
@@ -186,7 +166,7 @@ def test_time_formats_from_topic_options_and_user_properties(gateway: Gateway, c
     v5.publish("db/append/TF?timeformat=s", b'["us", 1700000000000001, 5]', 1, properties=properties)
     v5.close()
     gateway.stop()
-    data = stored(gateway.data_dir)
+    data = stored_readings(gateway.data_dir)
     t = 1_700_000_000 * S
     assert {name: readings for (table, name), readings in data.items() if table == "TF"} == {
         "s": [(t, 1.0)],

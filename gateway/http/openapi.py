@@ -1,0 +1,489 @@
+"""`GET /api/openapi.json`: an OpenAPI 3.1 document describing every endpoint of the HTTP API.
+
+Written out by hand, next to nothing else, so that it says exactly what the routes do; tests/http/test_openapi.py
+checks that every route of the app is in it and every path in it is a route.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import bottle
+
+from gateway import __version__
+from gateway.http.base import ApiContext, Body, handler, json_response
+from gateway.http.rest import MAX_ROWS
+
+__all__ = ["document", "register"]
+
+Json = dict[str, Any]
+
+_WRITE: list[Json] = [{"bearerAuth": []}, {"tokenQuery": []}]
+# Reads are open unless [http] token_for_reads is set: the empty requirement says "no token needed".
+_READ: list[Json] = [{}, {"bearerAuth": []}, {"tokenQuery": []}]
+
+
+def _ref(name: str) -> Json:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: Json, description: str) -> Json:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Json]:
+    why = {
+        400: "A parameter or the body is wrong; the reason names it.",
+        401: "The token is missing or wrong.",
+        403: "A token is needed and none is configured ([http] token), or the request is not allowed from there.",
+        404: "No such table.",
+        409: "The table already exists.",
+        413: "The body is too large.",
+        415: "The Content-Type is not accepted.",
+        500: "The gateway failed to answer; its log says why.",
+        503: "Not available now (the disk is full, the store cannot write, the feature is not set up, the gateway "
+        "is stopping, or too many watchers).",
+    }
+    return {str(code): _json(_ref("Error"), why[code]) for code in (*codes, 401)}
+
+
+def _query(name: str, description: str, schema: Json, *, required: bool = False, many: bool = False) -> Json:
+    if many:
+        schema = {"type": "array", "items": schema}
+    parameter = {"name": name, "in": "query", "description": description, "required": required, "schema": schema}
+    if many:
+        parameter |= {"style": "form", "explode": True}
+    return parameter
+
+
+_TABLE_PATH = {
+    "name": "table",
+    "in": "path",
+    "required": True,
+    "description": "Table name (case-insensitive; stored upper-case).",
+    "schema": {"type": "string"},
+}
+_TABLE_QUERY = _query("table", "Table name (case-insensitive).", {"type": "string"}, required=True)
+_NAMES = _query("name", "Series name; repeat for several. Without it: every series.", {"type": "string"}, many=True)
+_FORMAT = _query("format", "Answer as JSON or CSV (with a header line).", {"enum": ["json", "csv"], "default": "json"})
+_TIME = {
+    "type": "string",
+    "description": "Nanoseconds since 1970, RFC 3339 (2024-05-01T12:00:00Z; no zone means UTC), now, now-1h, "
+    "now+15m or -1h.",
+    "examples": ["-1h", "now-30m", "2024-05-01T12:00:00Z", "1700000000000000000"],
+}
+_DURATION = {
+    "type": "string",
+    "description": "10s, 1m, 1h30m, 1d, 500ms (units ns, us, ms, s, m, h, d, w) or nanoseconds.",
+    "examples": ["1m", "10s", "1h", "1d"],
+}
+_AGGREGATE = {"enum": ["avg", "min", "max", "sum", "count", "first", "last"]}
+
+_SCHEMAS: dict[str, Json] = {
+    "Error": {
+        "type": "object",
+        "required": ["success", "reason"],
+        "properties": {"success": {"const": False}, "reason": {"type": "string", "description": "What was wrong."}},
+    },
+    "Done": {
+        "type": "object",
+        "required": ["success", "reason"],
+        "properties": {
+            "success": {"const": True},
+            "reason": {"type": "string", "examples": ["success, 2 record(s) inserted"]},
+            "elapse": {"type": "string", "examples": ["1.234ms"]},
+        },
+    },
+    "Table": {
+        "type": "object",
+        "required": ["name", "created", "series"],
+        "properties": {
+            "name": {"type": "string"},
+            "created": {"type": "integer", "description": "When the table was created, ns since 1970."},
+            "series": {"type": "integer", "description": "How many series the table has."},
+        },
+    },
+    "Series": {
+        "type": "object",
+        "required": ["name", "count", "first_time", "last_time", "last_value"],
+        "properties": {
+            "name": {"type": "string"},
+            "count": {"type": "integer", "description": "Readings stored."},
+            "first_time": {"type": ["integer", "null"], "description": "ns since 1970."},
+            "last_time": {"type": ["integer", "null"], "description": "ns since 1970."},
+            "last_value": {"type": ["number", "null"]},
+        },
+    },
+    "Rows": {
+        "type": "object",
+        "required": ["success", "table", "columns", "types", "rows"],
+        "properties": {
+            "success": {"const": True},
+            "table": {"type": "string"},
+            "columns": {"type": "array", "items": {"type": "string"}, "examples": [["NAME", "TIME", "VALUE"]]},
+            "types": {
+                "type": "array",
+                "items": {"enum": ["string", "datetime", "double", "int64"]},
+                "description": "Per column: datetime is ns since 1970.",
+            },
+            "rows": {
+                "type": "array",
+                "items": {"type": "array", "items": {"type": ["string", "integer", "number", "null"]}},
+            },
+        },
+    },
+    "NeoQuery": {
+        "type": "object",
+        "required": ["success", "reason", "elapse", "data"],
+        "properties": {
+            "success": {"const": True},
+            "reason": {"type": "string"},
+            "elapse": {"type": "string"},
+            "data": {
+                "type": "object",
+                "properties": {
+                    "columns": {"type": "array", "items": {"type": "string"}},
+                    "types": {"type": "array", "items": {"type": "string"}},
+                    "rows": {"type": "array", "items": {"type": "array"}},
+                },
+            },
+        },
+    },
+}
+
+_CSV = {"text/csv": {"schema": {"type": "string"}}}
+
+
+def _rows_answer(description: str) -> Json:
+    answer = _json(_ref("Rows"), description)
+    answer["content"] |= _CSV
+    return answer
+
+
+def _paths() -> dict[str, Json]:
+    return {
+        "/healthz": {
+            "get": {
+                "operationId": "healthz",
+                "summary": "Is the gateway up",
+                "security": _READ,
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "success": {"const": True},
+                                "status": {"const": "ok"},
+                                "version": {"type": "string"},
+                            },
+                        },
+                        "The gateway answers.",
+                    ),
+                    **_errors(),
+                },
+            }
+        },
+        "/db/query": {
+            verb: {
+                "operationId": f"dbQuery{verb.title()}",
+                "summary": "SQL, as machbase-neo's /db/query",
+                "description": "SELECT on one tag table, CREATE TAG TABLE, DROP TABLE (needs the token). The SQL "
+                "subset is described in docs/storage.md.",
+                "security": _READ,
+                "parameters": [
+                    _query("q", "The SQL statement.", {"type": "string"}, required=verb == "get"),
+                    _FORMAT,
+                ],
+                **(
+                    {
+                        "requestBody": {
+                            "description": "The SQL as a form field q or a JSON object {q, format}.",
+                            "content": {
+                                "application/x-www-form-urlencoded": {
+                                    "schema": {"type": "object", "properties": {"q": {"type": "string"}}}
+                                },
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "properties": {"q": {"type": "string"}, "format": {"enum": ["json", "csv"]}},
+                                    }
+                                },
+                            },
+                        }
+                    }
+                    if verb == "post"
+                    else {}
+                ),
+                "responses": {
+                    "200": {
+                        "description": "Rows (SELECT) or success (CREATE, DROP).",
+                        "content": {
+                            "application/json": {"schema": {"oneOf": [_ref("NeoQuery"), _ref("Done")]}},
+                            **_CSV,
+                        },
+                    },
+                    **_errors(400, 403, 503),
+                },
+            }
+            for verb in ("get", "post")
+        },
+        "/db/write/{table}": {
+            "post": {
+                "operationId": "dbWrite",
+                "summary": "Write readings, as machbase-neo's /db/write",
+                "description": "All or nothing: one bad row and nothing is stored. The table is created unless "
+                "[store] auto_create_tables is false.",
+                "security": _WRITE,
+                "parameters": [
+                    _TABLE_PATH,
+                    _query(
+                        "timeformat",
+                        "Unit or form of the times in the body.",
+                        {"enum": ["ns", "us", "ms", "s", "rfc3339", "default"], "default": "ns"},
+                    ),
+                    _query("tz", "Time zone of zone-less time strings (e.g. Europe/Paris).", {"type": "string"}),
+                ],
+                "requestBody": {
+                    "required": True,
+                    "description": "Readings (name, time, value); Content-Encoding: gzip is accepted.",
+                    "content": {
+                        "application/json": {"schema": {"type": ["array", "object"]}},
+                        "text/csv": {"schema": {"type": "string"}},
+                        "application/x-ndjson": {"schema": {"type": "string"}},
+                    },
+                },
+                "responses": {"200": _json(_ref("Done"), "Stored."), **_errors(400, 403, 413, 415, 503)},
+            }
+        },
+        "/db/watch/{table}": {
+            "get": {
+                "operationId": "dbWatch",
+                "summary": "New readings as server-sent events",
+                "description": 'One event per stored reading: `data: {"name": ..., "time": ns, "value": ...}`. '
+                'A comment `: keep-alive` every 15 s when idle; `event: dropped` with `{"dropped": n, "reason"}` '
+                "when the client did not keep up and readings were skipped; `event: end` when the gateway stops.",
+                "security": _READ,
+                "parameters": [_TABLE_PATH, _NAMES],
+                "responses": {
+                    "200": {
+                        "description": "The event stream (text/event-stream), until the client or the gateway ends it.",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    **_errors(404, 503),
+                },
+            }
+        },
+        "/api/tables": {
+            "get": {
+                "operationId": "listTables",
+                "summary": "Tables",
+                "security": _READ,
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "success": {"const": True},
+                                "tables": {"type": "array", "items": _ref("Table")},
+                            },
+                        },
+                        "Every table, by name.",
+                    ),
+                    **_errors(),
+                },
+            },
+            "post": {
+                "operationId": "createTable",
+                "summary": "Create a table",
+                "security": _WRITE,
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["name"],
+                                "properties": {
+                                    "name": {"type": "string", "pattern": "^[A-Za-z][A-Za-z0-9_]{0,39}$"},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "201": _json(
+                        {"type": "object", "properties": {"success": {"const": True}, "table": _ref("Table")}},
+                        "Created; Location is /api/tables/<NAME>.",
+                    ),
+                    **_errors(400, 403, 409, 503),
+                },
+            },
+        },
+        "/api/tables/{table}": {
+            "delete": {
+                "operationId": "dropTable",
+                "summary": "Drop a table with all its readings",
+                "security": _WRITE,
+                "parameters": [_TABLE_PATH],
+                "responses": {"200": _json(_ref("Done"), "Dropped."), **_errors(403, 404, 503)},
+            }
+        },
+        "/api/tables/{table}/series": {
+            "get": {
+                "operationId": "listSeries",
+                "summary": "The series of a table: count, first and last time, last value",
+                "description": "Counting walks every reading: slower on large tables.",
+                "security": _READ,
+                "parameters": [
+                    _TABLE_PATH,
+                    _query("q", "Only series whose name contains this (case-insensitive).", {"type": "string"}),
+                ],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "success": {"const": True},
+                                "table": {"type": "string"},
+                                "series": {"type": "array", "items": _ref("Series")},
+                            },
+                        },
+                        "The series, by name.",
+                    ),
+                    **_errors(404),
+                },
+            }
+        },
+        "/api/latest": {
+            "get": {
+                "operationId": "latest",
+                "summary": "The last reading of each series",
+                "security": _READ,
+                "parameters": [_TABLE_QUERY, _NAMES, _FORMAT],
+                "responses": {
+                    "200": _rows_answer("Columns NAME, TIME, VALUE; series without readings are left out."),
+                    **_errors(400, 404),
+                },
+            }
+        },
+        "/api/query": {
+            "get": {
+                "operationId": "query",
+                "summary": "Readings of a time range, raw or aggregated per step",
+                "description": "Without step or aggregate: columns NAME, TIME, VALUE. With a step: NAME, TIME (the "
+                "start of the step; steps are aligned on 1970-01-01T00:00:00Z) and one column per aggregate (AVG "
+                "when none is given), per series and step. With aggregates and no step: NAME and the aggregates "
+                f"per series over the range. Rows are series by series, names ascending. At most {MAX_ROWS} rows: "
+                "more is a 400 asking for a step, a shorter range or a limit.",
+                "security": _READ,
+                "parameters": [
+                    _TABLE_QUERY,
+                    _NAMES,
+                    _query("from", "Start of the range, included.", _TIME),
+                    _query("to", "End of the range, excluded.", _TIME),
+                    _query("step", "Aggregate per step of this length.", _DURATION),
+                    _query("aggregate", "Aggregate(s); repeat or separate with commas.", _AGGREGATE, many=True),
+                    _query("order", "Time order.", {"enum": ["asc", "desc"], "default": "asc"}),
+                    _query("limit", "At most this many rows.", {"type": "integer", "minimum": 1, "maximum": MAX_ROWS}),
+                    _FORMAT,
+                ],
+                "responses": {"200": _rows_answer("The rows."), **_errors(400, 404)},
+            }
+        },
+        "/api/status": {
+            "get": {
+                "operationId": "status",
+                "summary": "The numbers of /metrics as JSON",
+                "security": _READ,
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "success": {"const": True},
+                                "version": {"type": "string"},
+                                "status": {
+                                    "type": "object",
+                                    "description": "Metric names of /metrics without the gateway_ prefix.",
+                                    "additionalProperties": {"type": "number"},
+                                    "examples": [{"uptime_seconds": 12.5, "ingest_readings_total": 1200}],
+                                },
+                            },
+                        },
+                        "The figures.",
+                    ),
+                    **_errors(503),
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "operationId": "metrics",
+                "summary": "Prometheus metrics (text exposition format 0.0.4)",
+                "security": _READ,
+                "responses": {
+                    "200": {
+                        "description": "gateway_* metrics: MQTT, ingest, store, disk, memory, uptime.",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    **_errors(503),
+                },
+            }
+        },
+        "/api/backup": {
+            "get": {
+                "operationId": "backup",
+                "summary": "Download a backup (.tar.gz) of the data",
+                "description": "Needs the token; a gateway without a token allows it from a loopback address "
+                "(the board itself). The archive is deleted from the gateway once sent.",
+                "security": [*_WRITE, {}],
+                "responses": {
+                    "200": {
+                        "description": "The archive; Content-Disposition names it gateway-backup-<UTC time>.tar.gz.",
+                        "content": {"application/gzip": {"schema": {"type": "string", "format": "binary"}}},
+                    },
+                    **_errors(403, 500, 503),
+                },
+            }
+        },
+        "/api/openapi.json": {
+            "get": {
+                "operationId": "openapi",
+                "summary": "This document",
+                "security": _READ,
+                "responses": {"200": _json({"type": "object"}, "The OpenAPI document."), **_errors()},
+            }
+        },
+    }
+
+
+def document() -> Json:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "gateway HTTP API",
+            "version": __version__,
+            "description": "The HTTP API of the gateway (an MQTT broker that stores readings). Every error is a "
+            '4xx/5xx with {"success": false, "reason": "..."}. Writes, table drops and backups need the token of '
+            "[http] token (Authorization: Bearer <token>, or ?token=); with [http] token_for_reads every request "
+            "does. Times are nanoseconds since 1970 unless said otherwise. See docs/http.md.",
+        },
+        "paths": _paths(),
+        "components": {
+            "schemas": _SCHEMAS,
+            "securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer", "description": "[http] token"},
+                "tokenQuery": {"type": "apiKey", "in": "query", "name": "token", "description": "[http] token"},
+            },
+        },
+    }
+
+
+def register(app: bottle.Bottle, ctx: ApiContext) -> None:
+    handle = handler(ctx)
+    text = document()
+
+    def openapi(started: float) -> Body:
+        return json_response(200, text)
+
+    app.route("/api/openapi.json", "GET", handle(openapi))
