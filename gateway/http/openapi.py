@@ -96,12 +96,20 @@ _SCHEMAS: dict[str, Json] = {
     },
     "Table": {
         "type": "object",
-        "required": ["name", "created", "series"],
+        "required": ["name", "created", "series", "retention"],
         "properties": {
             "name": {"type": "string"},
             "created": {"type": "integer", "description": "When the table was created, ns since 1970."},
             "series": {"type": "integer", "description": "How many series the table has."},
+            "retention": _ref("Retention"),
         },
+    },
+    "Retention": {
+        "type": "object",
+        "description": "Days the table keeps its readings (raw) and its 1-minute and 1-hour rollups; 0 keeps them "
+        "for ever, null follows the gateway's [store] retention_days / minute_rollup_days / hour_rollup_days.",
+        "additionalProperties": False,
+        "properties": {kind: {"type": ["number", "null"], "minimum": 0} for kind in ("raw", "minute", "hour")},
     },
     "Series": {
         "type": "object",
@@ -305,6 +313,7 @@ def _paths() -> dict[str, Json]:
                                 "required": ["name"],
                                 "properties": {
                                     "name": {"type": "string", "pattern": "^[A-Za-z][A-Za-z0-9_]{0,39}$"},
+                                    "retention": _ref("Retention"),
                                 },
                             }
                         }
@@ -328,11 +337,28 @@ def _paths() -> dict[str, Json]:
                 "responses": {"200": _json(_ref("Done"), "Dropped."), **_errors(403, 404, 503)},
             }
         },
+        "/api/tables/{table}/retention": {
+            "put": {
+                "operationId": "setRetention",
+                "summary": "Change how long a table keeps its readings and rollups",
+                "description": "Applied by the next hourly retention run.",
+                "security": _WRITE,
+                "parameters": [_TABLE_PATH],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("Retention")}}},
+                "responses": {
+                    "200": _json(
+                        {"type": "object", "properties": {"success": {"const": True}, "table": _ref("Table")}},
+                        "The table with its new retention.",
+                    ),
+                    **_errors(400, 403, 404, 503),
+                },
+            }
+        },
         "/api/tables/{table}/series": {
             "get": {
                 "operationId": "listSeries",
                 "summary": "The series of a table: count, first and last time, last value",
-                "description": "Counting walks every reading: slower on large tables.",
+                "description": "Counts come from the hourly rollups over the span readings are kept for.",
                 "security": _READ,
                 "parameters": [
                     _TABLE_PATH,

@@ -26,7 +26,7 @@ from gateway.http.base import (
     require_token,
 )
 from gateway.http.times import TimeError, parse_duration, parse_time
-from gateway.store.database import StoreError, Table
+from gateway.store.database import Retention, StoreError, Table
 from gateway.store.query import AGGREGATES, ColumnKind, Direction, Query, execute, latest, series_summary
 
 __all__ = ["MAX_ROWS", "QueryParams", "build_query", "register"]
@@ -138,6 +138,26 @@ def _table(ctx: ApiContext, name: str) -> Table:
     return table
 
 
+def _table_json(ctx: ApiContext, table: Table) -> dict[str, Any]:
+    retention = table.retention
+    return {
+        "name": table.name,
+        "created": table.created_ns,
+        "series": len(ctx.store.series_names(table.name)),
+        "retention": {"raw": retention.raw, "minute": retention.minute, "hour": retention.hour},
+    }
+
+
+def _retention(value: object) -> Retention:
+    """A retention object {"raw", "minute", "hour"}: days (0 keeps for ever) or null (the gateway's default)."""
+    if not isinstance(value, dict) or not set(value) <= {"raw", "minute", "hour"}:
+        raise ApiError(400, 'retention: give an object with "raw", "minute" and/or "hour": days, 0 or null')
+    for kind, days in value.items():
+        if days is not None and (isinstance(days, bool) or not isinstance(days, int | float) or days < 0):
+            raise ApiError(400, f"retention {kind!r}: {days!r} is not a number of days >= 0 (0 keeps, null: default)")
+    return Retention(value.get("raw"), value.get("minute"), value.get("hour"))
+
+
 def _rows(table: str, columns: list[str], types: list[str], rows: Sequence[Sequence[object]], fmt: str) -> Body:
     if fmt == "csv":
         return csv_response(columns, rows)
@@ -148,10 +168,7 @@ def register(app: bottle.Bottle, ctx: ApiContext) -> None:
     handle = handler(ctx)
 
     def list_tables(started: float) -> Body:
-        tables = [
-            {"name": t.name, "created": t.created_ns, "series": len(ctx.store.series_names(t.name))}
-            for t in ctx.store.tables()
-        ]
+        tables = [_table_json(ctx, t) for t in ctx.store.tables()]
         return json_response(200, {"success": True, "tables": tables})
 
     def create_table(started: float) -> Body:
@@ -164,13 +181,14 @@ def register(app: bottle.Bottle, ctx: ApiContext) -> None:
             raise ApiError(
                 400, f"table name {name!r} is not valid: letters, digits and underscores, from a letter, at most 40"
             )
+        retention = _retention(body.get("retention", {}))
         try:
-            table = on_loop(ctx, ctx.store.create_table(name))
+            table = on_loop(ctx, ctx.store.create_table(name, retention=retention))
         except StoreError:
             if ctx.store.table(name) is None:
                 raise
             raise ApiError(409, f"table {name.upper()} already exists") from None
-        answer = {"success": True, "table": {"name": table.name, "created": table.created_ns, "series": 0}}
+        answer = {"success": True, "table": _table_json(ctx, table)}
         bottle.response.set_header("Location", f"/api/tables/{table.name}")
         return json_response(201, answer)
 
@@ -179,6 +197,13 @@ def register(app: bottle.Bottle, ctx: ApiContext) -> None:
         found = _table(ctx, table)
         on_loop(ctx, ctx.store.drop_table(found.name))
         return json_response(200, {"success": True, "reason": f"table {found.name} dropped"})
+
+    def set_retention(table: str, started: float) -> Body:
+        require_token(ctx, "changing a table's retention")
+        found = _table(ctx, table)
+        retention = _retention(bottle.request.json)
+        changed = on_loop(ctx, ctx.store.set_retention(found.name, retention))
+        return json_response(200, {"success": True, "table": _table_json(ctx, changed)})
 
     def list_series(table: str, started: float) -> Body:
         found = _table(ctx, table)
@@ -209,6 +234,7 @@ def register(app: bottle.Bottle, ctx: ApiContext) -> None:
     app.route("/api/tables", "GET", handle(list_tables))
     app.route("/api/tables", "POST", handle(create_table))
     app.route("/api/tables/<table>", "DELETE", handle(drop_table))
+    app.route("/api/tables/<table>/retention", "PUT", handle(set_retention))
     app.route("/api/tables/<table>/series", "GET", handle(list_series))
     app.route("/api/latest", "GET", handle(api_latest))
     app.route("/api/query", "GET", handle(api_query))

@@ -318,3 +318,51 @@ def test_token_for_reads_guards_every_endpoint(gateway_factory: Callable[..., Ga
         assert status == 401 and "needs the API token" in body["reason"], path
     assert call(gateway, "/api/tables", headers=TOKEN)[0] == 200
     assert call(gateway, "/metrics", token="s3cret")[0] == 200
+
+
+def test_a_tables_retention_is_set_shown_and_applied(
+    gateway_factory: Callable[..., Gateway], clients: list[Client]
+) -> None:
+    """Readings older than the table's raw retention go at the next retention run (one runs at start); its hour
+    rollups, kept for ever here, still answer an aggregate over that time."""
+    gateway = gateway_factory('[http]\ntoken = "s3cret"\n')
+    json_token = {"Content-Type": "application/json", **TOKEN}
+    status, body = call_json(
+        gateway,
+        "/api/tables",
+        method="POST",
+        body=json.dumps({"name": "plant", "retention": {"raw": 30, "minute": 60}}).encode(),
+        headers=json_token,
+    )
+    assert status == 201 and body["table"]["retention"] == {"raw": 30, "minute": 60, "hour": None}
+    now = time.time_ns()
+    old = (now - 100 * 86_400 * S) // (3600 * S) * 3600 * S  # an hour boundary: the readings share one hour
+    publish(gateway, clients, "db/append/PLANT", [["t", old + i * S, float(i)] for i in range(10)] + [["t", now, 1.0]])
+    for payload, says in [
+        (b'{"raw": -1}', "is not a number of days"),
+        (b'{"raw": "30"}', "is not a number of days"),
+        (b'{"weeks": 3}', 'give an object with "raw"'),
+        (b"[30]", 'give an object with "raw"'),
+    ]:
+        status, body = call_json(gateway, "/api/tables/plant/retention", method="PUT", body=payload, headers=json_token)
+        assert status == 400 and says in body["reason"], (payload, body)
+    status, body = call_json(
+        gateway, "/api/tables/plant/retention", method="PUT", body=b'{"raw": 30, "hour": 0}', headers=json_token
+    )
+    assert status == 200 and body["table"]["retention"] == {"raw": 30, "minute": None, "hour": 0}
+    status, body = call_json(gateway, "/api/tables/nope/retention", method="PUT", body=b"{}", headers=json_token)
+    assert status == 404
+
+    gateway.stop()
+    gateway.start()  # retention runs at start, then hourly
+
+    def raw_rows() -> list[Any]:
+        return call_json(gateway, "/api/query", table="plant", **{"from": str(old), "to": str(old + 60 * S)})[1]["rows"]
+
+    assert wait_until(lambda: raw_rows() == [])
+    status, body = call_json(
+        gateway, "/api/query", table="plant", step="1h", aggregate="count,sum", **{"from": str(old - 3600 * S)}
+    )
+    assert status == 200 and body["rows"][0][2:] == [10, 45.0]  # from the hour rollup the readings left behind
+    status, body = call_json(gateway, "/api/tables")
+    assert body["tables"][0]["retention"] == {"raw": 30, "minute": None, "hour": 0}
