@@ -6,11 +6,12 @@ import asyncio
 import logging
 import signal
 import ssl
+from functools import partial
 from pathlib import Path
 
 from gateway import __version__
 from gateway.config import Config, ConfigError
-from gateway.http.api import make_app
+from gateway.http.api import answer_query, make_app
 from gateway.http.base import ApiContext, Status
 from gateway.http.hub import WatchHub
 from gateway.http.server import THREADS, HttpServer
@@ -115,7 +116,11 @@ class Gateway:
         self._retention: asyncio.Task[None] | None = None
         ingest = config.ingest
         self.ingest = IngestHook(
-            self.store, self.broker.route, sensors_prefix=ingest.sensors_prefix, sensors_table=ingest.sensors_table
+            self.store,
+            self.broker.route,
+            sensors_prefix=ingest.sensors_prefix,
+            sensors_table=ingest.sensors_table,
+            answer_query=partial(answer_query, self.store),
         )
         self.broker.add_publish_hook("db/#", self.ingest)
         self.broker.add_publish_hook(ingest.sensors_prefix + "+", self.ingest)

@@ -12,6 +12,7 @@ the API for its users.
 
 from __future__ import annotations
 
+import json
 import time
 
 import bottle
@@ -22,6 +23,7 @@ from gateway.http.base import (
     ApiContext,
     ApiError,
     csv_response,
+    csv_text,
     handler,
     json_response,
     on_loop,
@@ -29,9 +31,10 @@ from gateway.http.base import (
     require_token,
 )
 from gateway.ingest.payloads import ParseOptions, PayloadError, parse
+from gateway.store.database import StoreError, TimeSeriesStore
 from gateway.store.query import Query, execute
 
-__all__ = ["ApiContext", "make_app"]
+__all__ = ["ApiContext", "answer_query", "make_app"]
 
 # Content types of /db/write bodies, as neo accepts them.
 _FORMATS = {"application/json": "json", "text/csv": "csv", "application/x-ndjson": "ndjson"}
@@ -134,6 +137,25 @@ def _elapsed(started: float) -> str:
 
 def _done(started: float, reason: str) -> str:
     return json_response(200, {"success": True, "reason": reason, "elapse": _elapsed(started)})
+
+
+def answer_query(store: TimeSeriesStore, text: str, fmt: str = "json") -> bytes:
+    """The answer to a SELECT sent over MQTT to db/query: neo's JSON (as /db/query gives it) or CSV. A query
+    that cannot be answered gets {"success": false, "reason": ...}. Runs on any thread."""
+    started = time.perf_counter()
+    try:
+        statement = sql.parse(text, now_ns=time.time_ns())
+        if not isinstance(statement, sql.Select):
+            raise ApiError(400, "only SELECT is answered over MQTT: create and drop tables over HTTP (/db/query)")
+        if fmt not in ("json", "csv"):
+            raise ApiError(400, f"unknown format {fmt!r}: use json or csv")
+        result = execute(store, to_query(statement))
+    except (sql.SqlError, StoreError, ApiError) as exc:
+        return json.dumps({"success": False, "reason": str(exc)}).encode()
+    if fmt == "csv":
+        return csv_text(result.columns, result.rows).encode()
+    data = {"columns": result.columns, "types": result.types, "rows": result.rows}
+    return json.dumps({"success": True, "reason": "success", "elapse": _elapsed(started), "data": data}).encode()
 
 
 def to_query(select: sql.Select) -> Query:

@@ -88,6 +88,10 @@ def json_response(status: int, body: dict[str, Any]) -> str:
 def csv_response(columns: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     """A CSV answer with a header line."""
     bottle.response.content_type = "text/csv"
+    return csv_text(columns, rows)
+
+
+def csv_text(columns: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(columns)

@@ -4,10 +4,15 @@ acknowledge. Nothing of a message with one bad row is stored.
 A refused message is logged with the client id, counted, refused to an MQTT 5 publisher with reason code 0x99
 and a reason string, and reported for every client, 3.1.1 ones too, as a JSON message on `db/reply/<client id>`
 (or on the publish's MQTT 5 Response Topic): `{"success": false, "topic": ..., "reason": ..., "row": n}`.
+
+A publish to `db/query` is a query, as in machbase-neo: `{"q": "SELECT ...", "format": "json"|"csv", "reply":
+"<topic>"}`. The answer is published at QoS 1 on `reply`, else on the MQTT 5 Response Topic (with the Correlation
+Data), else on `db/reply`; the query's own acknowledgement follows the answer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable
@@ -26,10 +31,14 @@ from gateway.ingest.topics import IngestTopic, TopicError, options_from_properti
 from gateway.mqtt.broker import ClientInfo, PublishRejected
 from gateway.mqtt.codec import Prop, Properties, Reason
 from gateway.mqtt.session import Message
+from gateway.mqtt.topics import topic_name_error
 from gateway.store.database import StoreError, TimeSeriesStore
 from gateway.store.writer import WriteFailed
 
 REPLY_PREFIX = "db/reply/"
+QUERY_REPLY = "db/reply"
+# Answers a SELECT (text, format) with the bytes to publish; app.py gives the HTTP layer's, which owns the SQL.
+QueryAnswerer = Callable[[str, str], bytes]
 
 
 @dataclass(slots=True)
@@ -49,9 +58,11 @@ class IngestHook:
         *,
         sensors_prefix: str = "sensors/",
         sensors_table: str = "SENSORS",
+        answer_query: QueryAnswerer | None = None,
     ) -> None:
         self.store = store
         self._reply = reply
+        self._answer_query = answer_query
         self.sensors_prefix = sensors_prefix
         self.sensors_table = sensors_table
         self.counters = IngestCounters()
@@ -61,8 +72,11 @@ class IngestHook:
     async def __call__(self, message: Message, client: ClientInfo) -> None:
         try:
             topic = self._topic(message.topic)
-            if topic is None or topic.kind == "query":
-                return  # replies and other traffic under db/ are ordinary messages (db/query: a later issue)
+            if topic is None:
+                return  # replies and other traffic under db/ are ordinary messages
+            if topic.kind == "query":
+                await self._query(message)
+                return
             readings = self._parse(topic, message)
         except (TopicError, PayloadError) as exc:
             row = getattr(exc, "row", None)
@@ -79,6 +93,31 @@ class IngestHook:
             raise PublishRejected(str(exc), Reason.QUOTA_EXCEEDED, retry=True) from exc
         self.counters.messages += 1
         self.counters.readings += len(readings)
+
+    async def _query(self, message: Message) -> None:
+        props: Properties = {}
+        if Prop.CORRELATION_DATA in message.properties:
+            props[Prop.CORRELATION_DATA] = message.properties[Prop.CORRELATION_DATA]
+        reply_to = message.properties.get(Prop.RESPONSE_TOPIC) or QUERY_REPLY
+        try:
+            request = json.loads(message.payload)
+        except ValueError as exc:
+            request, answer = None, _failure(f'the query is not JSON ({exc}): send {{"q": "SELECT ..."}}')
+        if request is not None:
+            reply = request.get("reply") if isinstance(request, dict) else None
+            if isinstance(reply, str) and not topic_name_error(reply) and not reply.startswith("$"):
+                reply_to = reply
+            answer = await self._answer(request)
+        self._reply(Message(reply_to, answer, 1, False, props))
+
+    async def _answer(self, request: object) -> bytes:
+        if not isinstance(request, dict) or not isinstance(request.get("q"), str):
+            return _failure('the query has no SQL: send {"q": "SELECT ...", "format": "json", "reply": "<topic>"}')
+        if self._answer_query is None:
+            return _failure("this gateway answers no queries over MQTT")
+        fmt = request.get("format", "json")
+        # Off the event loop: a long answer must not hold up every other client's readings.
+        return await asyncio.to_thread(self._answer_query, request["q"], str(fmt).lower())
 
     def _topic(self, name: str) -> IngestTopic | None:
         """The parsed topic; raises TopicError for a malformed ingest topic (never cached)."""
@@ -113,3 +152,7 @@ class IngestHook:
             props[Prop.CORRELATION_DATA] = message.properties[Prop.CORRELATION_DATA]
         self._reply(Message(reply_to, json.dumps(report).encode(), 0, False, props))
         raise PublishRejected(reason, code)
+
+
+def _failure(reason: str) -> bytes:
+    return json.dumps({"success": False, "reason": reason}).encode()

@@ -175,3 +175,48 @@ def test_time_formats_from_topic_options_and_user_properties(gateway: Gateway, c
         "rfc": [(t + S // 2, 4.0)],
         "us": [(t + 1000, 5.0)],
     }
+
+
+def test_queries_over_mqtt_are_answered_on_the_reply_topic(gateway: Gateway, clients: list[Client]) -> None:
+    """machbase-neo's db/query: the answer goes to the request's `reply`, else the MQTT 5 Response Topic (with
+    the Correlation Data), else db/reply; a query that cannot be answered gets success false and the reason."""
+    v3 = Client(gateway.mqtt_port, "v3-asker")
+    v5 = Client(gateway.mqtt_port, "v5-asker", v5=True)
+    clients.extend([v3, v5])
+    v3.publish("db/append/Q", json.dumps([["temp", 1700000000000000000 + i * S, 20.0 + i] for i in range(3)]), 1)
+    v3.subscribe("db/reply/#", 1)
+    v3.subscribe("db/reply", 1)
+    question = {"q": "select name, time, value from q order by time desc limit 2", "reply": "db/reply/mine"}
+    v3.publish("db/query", json.dumps(question), 1)
+    answer = v3.expect()
+    assert answer.topic == "db/reply/mine" and answer.qos == 1
+    body = json.loads(answer.payload)
+    assert body["success"] is True and body["data"]["columns"] == ["NAME", "TIME", "VALUE"]
+    assert body["data"]["rows"] == [
+        ["temp", 1700000000000000000 + 2 * S, 22.0],
+        ["temp", 1700000000000000000 + S, 21.0],
+    ]
+    v3.publish("db/query", json.dumps({"q": "select count(*) from q", "format": "csv"}), 1)
+    answer = v3.expect()
+    assert (answer.topic, answer.payload) == ("db/reply", b"COUNT(*)\n3\n")
+    for bad, reason in [
+        (b"select * from q", "the query is not JSON"),
+        (b'{"sql": "select * from q"}', "the query has no SQL"),
+        (b'{"q": "drop table q"}', "only SELECT is answered over MQTT"),
+        (b'{"q": "select * from nowhere"}', "no table NOWHERE"),
+        (b'{"q": "select * from q", "format": "xml"}', "unknown format 'xml'"),
+    ]:
+        v3.publish("db/query", bad, 1)
+        answer = v3.expect()
+        body = json.loads(answer.payload)
+        assert answer.topic == "db/reply" and body["success"] is False and reason in body["reason"], (bad, body)
+    assert v3.paho.is_connected()
+
+    v5.subscribe("answers/v5", 1)
+    properties = Properties(PacketTypes.PUBLISH)
+    properties.ResponseTopic = "answers/v5"
+    properties.CorrelationData = b"ask-1"
+    v5.publish("db/query", json.dumps({"q": "select max(value) from q"}), 1, properties=properties)
+    answer = v5.expect()
+    assert answer.topic == "answers/v5" and answer.properties.CorrelationData == b"ask-1"
+    assert json.loads(answer.payload)["data"]["rows"] == [[22.0]]

@@ -357,7 +357,9 @@ def test_a_tables_retention_is_set_shown_and_applied(
     gateway.start()  # retention runs at start, then hourly
 
     def raw_rows() -> list[Any]:
-        return call_json(gateway, "/api/query", table="plant", **{"from": str(old), "to": str(old + 60 * S)})[1]["rows"]
+        _status, body = call_json(gateway, "/api/query", table="plant", **{"from": str(old), "to": str(old + 60 * S)})
+        rows: list[Any] = body["rows"]
+        return rows
 
     assert wait_until(lambda: raw_rows() == [])
     status, body = call_json(
