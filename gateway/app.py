@@ -180,6 +180,7 @@ class Gateway:
             store_batches=writer.batches,
             store_writes=writer.readings,
             store_sync_seconds=writer.sync_seconds,
+            store_syncs=writer.syncs,
         )
 
     async def stop(self) -> None:

@@ -56,6 +56,7 @@ class Status:
     store_batches: int
     store_writes: int  # keys written or deleted, catalog records included
     store_sync_seconds: float  # time spent in durable (fsynced) writes
+    store_syncs: int  # durable batches written
 
 
 @dataclass(slots=True)

@@ -96,9 +96,10 @@ def gather(status: Status, watchers: int, watch_dropped: int, now: float | None 
         Metric(
             "store_sync_seconds_total",
             "counter",
-            "Seconds spent writing durable (fsynced) batches; its rate over the batches' is the fsync latency.",
+            "Seconds spent writing durable (fsynced) batches; divided by store_syncs_total, the fsync latency.",
             s.store_sync_seconds,
         ),
+        Metric("store_syncs_total", "counter", "Durable (fsynced) batches written.", s.store_syncs),
         Metric("http_watchers", "gauge", "Open /db/watch event streams.", watchers),
         Metric(
             "http_watch_dropped_total",

@@ -58,6 +58,7 @@ class Writer:
         self.batches = 0
         self.readings = 0
         self.sync_seconds = 0.0
+        self.syncs = 0
 
     async def write(self, puts: list[Op], *, durable: bool) -> None:
         """Store `puts`; returns when they are written (and synced, if `durable`). Raises WriteFailed."""
@@ -118,6 +119,7 @@ class Writer:
         self._db.write(batch, options)
         if durable:
             self.sync_seconds += time.monotonic() - started
+            self.syncs += 1
         if dirty and self._rollups is not None:
             try:
                 self._rollups.recompute(dirty)

@@ -296,6 +296,7 @@ def test_metrics_and_status_count_what_happens(gateway: Gateway, clients: list[C
     assert after["gateway_mqtt_messages_received_total"] >= 2
     assert after["gateway_store_batches_total"] > before["gateway_store_batches_total"]
     assert after["gateway_store_sync_seconds_total"] > 0  # QoS 1 readings are fsynced
+    assert after["gateway_store_syncs_total"] >= 1
     assert after["gateway_data_bytes"] > 0
 
     status, body = call_json(gateway, "/api/status")
