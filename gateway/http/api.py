@@ -102,7 +102,7 @@ def make_app(ctx: ApiContext) -> bottle.Bottle:
             readings = parse(body, fmt, compress, options)
         except PayloadError as exc:
             raise ApiError(400, f"nothing written: {exc.reason}") from None
-        count = on_loop(ctx, ctx.store.append(table, [(r.name, r.time_ns, r.value) for r in readings], durable=True))
+        count = on_loop(ctx, ctx.store.append(table, readings, durable=True))
         return _done(started, f"success, {count} record(s) inserted")
 
     # The other route groups, each in its own module; openapi.py describes them all, so it comes last.

@@ -15,14 +15,15 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import NoReturn
 
 from gateway.ingest.payloads import (
     ParseOptions,
     PayloadError,
-    Reading,
+    Row,
     parse,
     parse_line_protocol,
     parse_sensor_object,
@@ -68,31 +69,55 @@ class IngestHook:
         self.counters = IngestCounters()
         # Sensors publish to the same few topics over and over: their parse is kept (bounded).
         self._topics: dict[str, IngestTopic | None] = {}
+        # The store batch the latest messages went into, what they count, and the future the broker waits on: the
+        # batch's outcome as the broker understands it (PublishRejected, not the store's WriteFailed).
+        self._batch: asyncio.Future[None] | None = None
+        self._batch_counts = IngestCounters()
+        self._outcome: asyncio.Future[None] | None = None
 
     async def __call__(self, message: Message, client: ClientInfo) -> None:
+        future = self.submit(message, client)
+        if future is not None:
+            await asyncio.shield(future)  # shared with the rest of the batch: never cancel it
+
+    def submit(self, message: Message, client: ClientInfo) -> asyncio.Future[None] | None:
+        """Start storing a message without a task of its own (the broker's fast path): returns None when there is
+        nothing to wait for, else a future, shared by every message of the same storage batch, that is done when
+        the message is stored or fails with PublishRejected. A refused message raises PublishRejected at once."""
         try:
             topic = self._topic(message.topic)
             if topic is None:
-                return  # replies and other traffic under db/ are ordinary messages
+                return None  # replies and other traffic under db/ are ordinary messages
             if topic.kind == "query":
-                await self._query(message)
-                return
+                return asyncio.ensure_future(self._query(message))
             readings = self._parse(topic, message)
         except (TopicError, PayloadError) as exc:
             row = getattr(exc, "row", None)
             self._refuse(message, client, exc.reason, row, Reason.PAYLOAD_FORMAT_INVALID)
         try:
-            await self.store.append(
-                topic.table, [(r.name, r.time_ns, r.value) for r in readings], durable=message.qos > 0
-            )
+            batch = self.store.append_nowait(topic.table, readings, durable=message.qos > 0)
         except StoreError as exc:
             self._refuse(message, client, str(exc), None, Reason.UNSPECIFIED_ERROR)
-        except WriteFailed as exc:
-            # The card may be full or failing: the client keeps the message and sends it again later.
+        except WriteFailed as exc:  # the disk guard
             self.counters.rejected += 1
-            raise PublishRejected(str(exc), Reason.QUOTA_EXCEEDED, retry=True) from exc
-        self.counters.messages += 1
-        self.counters.readings += len(readings)
+            raise _retry_later(exc) from exc
+        if batch is not self._batch:
+            self._batch, self._batch_counts, self._outcome = batch, IngestCounters(), batch.get_loop().create_future()
+            batch.add_done_callback(partial(self._settle, self._outcome, self._batch_counts))
+        self._batch_counts.messages += 1
+        self._batch_counts.readings += len(readings)
+        return self._outcome
+
+    def _settle(self, outcome: asyncio.Future[None], counts: IngestCounters, batch: asyncio.Future[None]) -> None:
+        """A storage batch is done: its messages are stored, or refused for the publisher to send again."""
+        error = batch.exception()
+        if error is None:
+            self.counters.messages += counts.messages
+            self.counters.readings += counts.readings
+            outcome.set_result(None)
+        else:
+            self.counters.rejected += counts.messages
+            outcome.set_exception(_retry_later(error))
 
     async def _query(self, message: Message) -> None:
         props: Properties = {}
@@ -129,7 +154,7 @@ class IngestHook:
         self._topics[name] = topic
         return topic
 
-    def _parse(self, topic: IngestTopic, message: Message) -> list[Reading]:
+    def _parse(self, topic: IngestTopic, message: Message) -> Sequence[Row]:
         settings = dict(topic.options)
         settings.update(options_from_properties(message.properties.get(Prop.USER_PROPERTY, [])))
         options = ParseOptions(
@@ -156,3 +181,8 @@ class IngestHook:
 
 def _failure(reason: str) -> bytes:
     return json.dumps({"success": False, "reason": reason}).encode()
+
+
+def _retry_later(error: BaseException) -> PublishRejected:
+    # The card may be full or failing: the client keeps the message and sends it again later.
+    return PublishRejected(str(error), Reason.QUOTA_EXCEEDED, retry=True)

@@ -388,6 +388,22 @@ class Broker:
         for hook in self.hooks_for(message.topic):
             await hook(message, client)
 
+    def start_hooks(self, message: Message, client: ClientInfo) -> asyncio.Future[None] | None:
+        """Start the hooks of a message; the future (None: nothing to wait for) is done when they are, and fails
+        with PublishRejected when one refuses the message. A single hook with a method
+        `submit(message, client) -> Future | None` (raising PublishRejected to refuse at once) is started without a
+        task of its own: its future may be shared by many messages, so it must never be cancelled."""
+        hooks = self.hooks_for(message.topic)
+        submit = getattr(hooks[0], "submit", None) if len(hooks) == 1 else None
+        if submit is None:
+            return asyncio.ensure_future(self.run_hooks(message, client))
+        try:
+            future: asyncio.Future[None] | None = submit(message, client)
+        except PublishRejected as exc:
+            future = asyncio.get_running_loop().create_future()
+            future.set_exception(exc)
+        return future
+
     def publish_internal(self, message: Message) -> None:
         """Publish a will, which has no publisher waiting for an acknowledgement: hooks run in a task the broker
         owns, then the message is routed."""

@@ -92,6 +92,7 @@ class MqttConnection(asyncio.Protocol):
     __slots__ = (
         "_abandoned",
         "_aliases",
+        "_awaited",
         "_closed",
         "_connecting",
         "_connections",
@@ -156,6 +157,7 @@ class MqttConnection(asyncio.Protocol):
         # Packets decoded but not yet handled: while the CONNECT is checked, or while as many messages as the
         # Receive Maximum wait for their hooks. The socket is not read meanwhile.
         self._held: list[Packet] = []
+        self._awaited: asyncio.Future[None] | None = None  # the last future _after waits on
         self._connecting = False
         self._reading_paused = False
         self._writing_paused = False
@@ -606,10 +608,10 @@ class MqttConnection(asyncio.Protocol):
             return
         message = self._message(topic, packet.payload, qos, packet.retain, props, session.client_id)
         if broker.hooks_for(topic):
-            task: asyncio.Future[None] = asyncio.ensure_future(broker.run_hooks(message, self.info))
+            hooks_done = broker.start_hooks(message, self.info)
             if qos == 2:
-                session.incoming_qos2[pid] = task
-            self._after(task, lambda exc: self._finish_publish(session, message, qos, pid, exc))
+                session.incoming_qos2[pid] = hooks_done
+            self._after(hooks_done, lambda exc: self._finish_publish(session, message, qos, pid, exc))
         elif self._ordered:
             if qos == 2:
                 session.incoming_qos2[pid] = None
@@ -636,7 +638,9 @@ class MqttConnection(asyncio.Protocol):
             finish(None)
             return
         self._ordered.append((future, finish))
-        if future is not None:
+        # Messages stored in one batch share its future: one callback drains them all.
+        if future is not None and future is not self._awaited:
+            self._awaited = future
             future.add_done_callback(self._drain)
 
     def _drain(self, _future: asyncio.Future[None] | None = None) -> None:

@@ -6,11 +6,13 @@ same batch as the first reading that needs them, so after a crash no reading ref
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -116,6 +118,9 @@ class TimeSeriesStore:
         # Set by the gateway (maintenance.DiskGuard): consulted before every append.
         self.guard: Guard | None = None
         self.listeners: list[Listener] = []
+        # The batch whose readings the listeners are told of once it is written, and those readings.
+        self._told_batch: asyncio.Future[None] | None = None
+        self._to_tell: list[tuple[str, Sequence[tuple[str, int, float]]]] = []
         self._tables: dict[str, Table] = {}
         self._series: dict[tuple[int, str], int] = {}
         self._next_table = 1
@@ -199,6 +204,16 @@ class TimeSeriesStore:
     async def append(self, table_name: str, readings: Sequence[tuple[str, int, float]], *, durable: bool) -> int:
         """Store readings (name, time in ns, value) in a table; an existing (name, time) is replaced, so a
         message delivered twice does not store anything twice. Returns how many readings were written."""
+        await asyncio.shield(self.append_nowait(table_name, readings, durable=durable))
+        return len(readings)
+
+    def append_nowait(
+        self, table_name: str, readings: Sequence[tuple[str, int, float]], *, durable: bool
+    ) -> asyncio.Future[None]:
+        """`append` without a coroutine: queues the readings and returns the future of the batch that carries them
+        (shared with everything else in it; shield it before awaiting). Raises StoreError or DiskFull at once."""
+        if self.guard is not None:
+            self.guard.check()
         name = table_name.upper()
         puts: list[Op] = []
         table = self._tables.get(name)
@@ -206,29 +221,37 @@ class TimeSeriesStore:
             if not self.options.auto_create_tables:
                 raise StoreError(f"no table {name}: create it first (CREATE TAG TABLE or the HTTP API)")
             table = self._new_table(name, puts)
-        if self.guard is not None:
-            self.guard.check()
-        count = 0
+        series = self._series
         rollups = self.rollups
+        reading_key, encode_value = keys.reading_key, keys.encode_value
         try:
             for series_name, time_ns, value in readings:
-                series_id = self._series.get((table.id, series_name))
+                series_id = series.get((table.id, series_name))
                 if series_id is None:
                     series_id = self._new_series(table.id, series_name, puts)
-                puts.append((keys.reading_key(series_id, time_ns), keys.encode_value(value)))
+                puts.append((reading_key(series_id, time_ns), encode_value(value)))
                 rollups.add(series_id, time_ns, value)
-                count += 1
         except BaseException:
             rollups.failed()  # it has counted readings that will not be written
             raise
-        await self.writer.write(puts, durable=durable)
-        for listener in self.listeners:
-            try:
-                listener(table.name, readings)
-            except Exception:
-                # The readings are stored: a failing watcher must not turn that into an error for the writer.
-                log.exception("a listener of table %s failed", table.name)
-        return count
+        batch = self.writer.submit(puts, durable=durable)
+        if self.listeners:
+            if batch is not self._told_batch:
+                self._told_batch, self._to_tell = batch, []
+                batch.add_done_callback(partial(self._tell, self._to_tell))
+            self._to_tell.append((table.name, readings))
+        return batch
+
+    def _tell(self, stored: list[tuple[str, Sequence[tuple[str, int, float]]]], batch: asyncio.Future[None]) -> None:
+        if batch.cancelled() or batch.exception() is not None:
+            return
+        for table_name, readings in stored:
+            for listener in self.listeners:
+                try:
+                    listener(table_name, readings)
+                except Exception:
+                    # The readings are stored: a failing watcher must not turn that into an error for the writer.
+                    log.exception("a listener of table %s failed", table_name)
 
     def _new_series(self, table_id: int, name: str, puts: list[Op]) -> int:
         series_id = self._next_series

@@ -30,6 +30,7 @@ ROLLUPS_VERSION = b"vrollups"
 
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
+_SERIES_TIME = struct.Struct(">cQQ")  # space, series id, shifted time
 _VALUE = struct.Struct(">d")
 _TIME_SHIFT = 1 << 63
 MIN_TIME = -(1 << 63)
@@ -72,7 +73,7 @@ def decode_series_id(data: bytes) -> int:
 
 def reading_key(series_id: int, time_ns: int, space: bytes = READING) -> bytes:
     """The key of a reading, or with `space` of a rollup or dirty mark starting at `time_ns`."""
-    return space + _U64.pack(series_id) + _U64.pack(time_ns + _TIME_SHIFT)
+    return _SERIES_TIME.pack(space, series_id, time_ns + _TIME_SHIFT)
 
 
 def reading_prefix(series_id: int, space: bytes = READING) -> bytes:

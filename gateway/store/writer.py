@@ -19,7 +19,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from rocksdict import Rdict, WriteBatch, WriteOptions
+from rocksdict import Rdict, WriteBatch
 
 from gateway.store.rollups import Dirty, RollupTracker
 
@@ -51,7 +51,8 @@ class Writer:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
         self._puts: list[Op] = []
         self._durable = False
-        self._waiters: list[asyncio.Future[None]] = []
+        # Done when the batch being gathered is written: one future for everything in it, not one per write.
+        self._batch: asyncio.Future[None] | None = None
         self._running: asyncio.Task[None] | None = None
         self._last_commit = 0.0
         # Figures for /metrics and the benchmarks.
@@ -60,26 +61,32 @@ class Writer:
         self.sync_seconds = 0.0
         self.syncs = 0
 
+    def submit(self, puts: list[Op], *, durable: bool) -> asyncio.Future[None]:
+        """Queue `puts` for the next batch. The future returned is shared by everything in that batch: it is done
+        once the batch is written (and synced, if anything in it is durable), or fails with WriteFailed. Callers
+        that await it must shield it: cancelling it would cancel the whole batch's."""
+        self._puts += puts
+        self._durable |= durable
+        batch = self._batch
+        if batch is None:
+            batch = self._batch = asyncio.get_running_loop().create_future()
+            if self._running is None:
+                self._running = asyncio.create_task(self._commit_while_pending(), name="store-group-commit")
+        return batch
+
     async def write(self, puts: list[Op], *, durable: bool) -> None:
         """Store `puts`; returns when they are written (and synced, if `durable`). Raises WriteFailed."""
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
-        self._puts.extend(puts)
-        self._durable |= durable
-        self._waiters.append(waiter)
-        if self._running is None:
-            self._running = asyncio.create_task(self._commit_while_pending(), name="store-group-commit")
-        await waiter
+        await asyncio.shield(self.submit(puts, durable=durable))
 
     async def _commit_while_pending(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            while self._waiters:
+            while self._batch is not None:
                 wait = self._last_commit + self.commit_interval - time.monotonic()
                 if wait > 0:
                     await asyncio.sleep(wait)
-                puts, durable, waiters = self._puts, self._durable, self._waiters
-                self._puts, self._durable, self._waiters = [], False, []
+                puts, durable, batch = self._puts, self._durable, self._batch
+                self._puts, self._durable, self._batch = [], False, None
                 self._last_commit = time.monotonic()
                 written = len(puts)
                 dirty: Dirty = set()
@@ -92,16 +99,11 @@ class Writer:
                     log.error("writing %d readings failed: %s", written, exc)
                     if self._rollups is not None:
                         self._rollups.failed()
-                    error = WriteFailed(f"the store could not write: {exc}")
-                    for waiter in waiters:
-                        if not waiter.done():
-                            waiter.set_exception(error)
+                    batch.set_exception(WriteFailed(f"the store could not write: {exc}"))
                     continue
                 self.batches += 1
                 self.readings += written
-                for waiter in waiters:
-                    if not waiter.done():
-                        waiter.set_result(None)
+                batch.set_result(None)
         finally:
             self._running = None
 
@@ -113,11 +115,12 @@ class Writer:
             else:
                 assert isinstance(op, DeleteRange)
                 batch.delete_range(op.start, op.end)
-        options = WriteOptions()
-        options.sync = durable
-        started = time.monotonic()
-        self._db.write(batch, options)
+        self._db.write(batch)
         if durable:
+            # A write with sync set holds the GIL through the fsync (rocksdict), freezing the event loop for as
+            # long as the card takes; flush_wal lets it run meanwhile.
+            started = time.monotonic()
+            self._db.flush_wal(True)
             self.sync_seconds += time.monotonic() - started
             self.syncs += 1
         if dirty and self._rollups is not None:

@@ -7,7 +7,8 @@ import gzip
 import io
 import json
 import math
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -15,6 +16,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from gateway.ingest import payloads
 from gateway.ingest.payloads import (
     MAX_NAME_BYTES,
     MAX_NS,
@@ -22,6 +24,7 @@ from gateway.ingest.payloads import (
     ParseOptions,
     PayloadError,
     Reading,
+    Row,
     parse,
     parse_line_protocol,
     parse_sensor_object,
@@ -466,7 +469,7 @@ def test_unknown_compression() -> None:
 # Line protocol
 
 
-def lp(text: str, time_format: str = "ns", compress: str | None = None) -> list[Reading]:
+def lp(text: str, time_format: str = "ns", compress: str | None = None) -> list[Row]:
     data = text.encode()
     return parse_line_protocol(gzip.compress(data, mtime=0) if compress else data, compress, opts(time_format))
 
@@ -482,10 +485,10 @@ def test_line_protocol_basics() -> None:
 
 def test_line_protocol_field_types() -> None:
     line = "m f1=1,f2=1.0,f3=-1.234456e+78,f4=1E-3,f5=.5,f6=5.,f7=1i,f8=-9223372036854775808i,f9=18446744073709551615u"
-    assert [r.value for r in lp(line)] == [1.0, 1.0, -1.234456e78, 0.001, 0.5, 5.0, 1.0, -(2.0**63), 2.0**64]
+    assert [v for _n, _t, v in lp(line)] == [1.0, 1.0, -1.234456e78, 0.001, 0.5, 5.0, 1.0, -(2.0**63), 2.0**64]
     words = ["t", "T", "true", "True", "TRUE", "f", "F", "false", "False", "FALSE"]
     booleans = "m " + ",".join(f"b{i}={word}" for i, word in enumerate(words))
-    assert [r.value for r in lp(booleans)] == [1.0] * 5 + [0.0] * 5
+    assert [value for _name, _time, value in lp(booleans)] == [1.0] * 5 + [0.0] * 5
 
 
 def test_line_protocol_string_fields_are_skipped() -> None:
@@ -650,18 +653,18 @@ def test_sensor_object_size_limit() -> None:
 # Fuzzing: whatever arrives, the parsers answer with readings or a PayloadError, never anything else.
 
 
-def check(call: Callable[[], list[Reading]]) -> None:
+def check(call: Callable[[], Sequence[Row]]) -> None:
     try:
         readings = call()
     except PayloadError as e:
         assert e.reason
         assert e.row is None or e.row >= 1
         return
-    for reading in readings:
-        assert reading.name
-        assert len(reading.name.encode()) <= MAX_NAME_BYTES
-        assert 0 <= reading.time_ns <= MAX_NS
-        assert math.isfinite(reading.value)
+    for name, time_ns, value in readings:
+        assert name
+        assert len(name.encode()) <= MAX_NAME_BYTES
+        assert 0 <= time_ns <= MAX_NS
+        assert math.isfinite(value)
 
 
 FORMATS = st.sampled_from(["json", "csv", "ndjson", "line"])
@@ -789,3 +792,32 @@ def test_line_protocol_round_trip(
         if value is not None
     ]
     assert lp(line) == expected
+
+
+# The fast JSON path (orjson) and the exact parser agree on everything the fast path accepts.
+
+JSON_VALUES = st.floats(allow_nan=False, allow_infinity=False) | st.integers(-(2**63), 2**63 - 1) | st.booleans()
+JSON_ROWS = st.lists(
+    st.tuples(st.text(min_size=1, max_size=12), st.integers(-(2**40), 2**63), JSON_VALUES), min_size=1, max_size=5
+)
+
+
+@FUZZ
+@given(rows=JSON_ROWS, time_format=st.sampled_from(["ns", "us", "ms", "s"]), single=st.booleans())
+def test_the_fast_json_path_agrees_with_the_exact_parser(
+    rows: list[tuple[str, int, object]], time_format: str, single: bool
+) -> None:
+    document: object = list(rows[0]) if single else [list(row) for row in rows]
+    data = json.dumps(document).encode()
+    options = opts(time_format)
+    fast = payloads._parse_json_fast(data, payloads._UNIT_NS[time_format])
+    try:
+        exact = payloads._PARSERS["json"](data.decode(), payloads._clock(options))
+    except PayloadError as error:
+        assert fast is None  # never accepts what the exact parser refuses
+        with pytest.raises(PayloadError, match=re.escape(error.reason)):
+            parse(data, "json", None, options)
+        return
+    if fast is not None:
+        assert fast == exact
+    assert parse(data, "json", None, options) == exact

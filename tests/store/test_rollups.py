@@ -131,7 +131,10 @@ def test_a_failed_batch_leaves_rollups_that_match_what_was_stored(
 
     async def scenario() -> None:
         await store.append("t", [("a", T0 + s * 10**9, float(s)) for s in range(5)], durable=True)
-        monkeypatch.setattr(store.writer, "_db", type("Db", (), {"write": staticmethod(failing_write)})())
+        failing_db = type(
+            "Db", (), {"write": staticmethod(failing_write), "flush_wal": staticmethod(store.db.flush_wal)}
+        )
+        monkeypatch.setattr(store.writer, "_db", failing_db())
         failed = asyncio.create_task(
             store.append("t", [("a", T0 + s * 10**9, 100.0) for s in range(5, 10)], durable=True)
         )
