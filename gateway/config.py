@@ -72,6 +72,12 @@ class MqttOptions:
     max_inflight_messages: int = _opt(
         100, "Most unacknowledged QoS 1/2 messages sent to one client at once.", minimum=1, maximum=65535
     )
+    max_backlog_bytes: int = _opt(
+        2 << 20,
+        "Most payload bytes of publishes being stored (waiting for the store), all clients together; beyond it "
+        "clients are not read until the store catches up, which bounds memory.",
+        minimum=1024,
+    )
     max_queued_messages: int = _opt(
         1000,
         "Most messages waiting for one client (offline or slow). Further "

@@ -12,16 +12,17 @@ the API for its users.
 
 from __future__ import annotations
 
-import json
 import time
 
 import bottle
+import orjson
 
 from gateway import __version__
 from gateway.http import backup, metrics, openapi, rest, sql, watch
 from gateway.http.base import (
     ApiContext,
     ApiError,
+    Body,
     csv_response,
     csv_text,
     handler,
@@ -48,12 +49,12 @@ def make_app(ctx: ApiContext) -> bottle.Bottle:
 
     @app.get("/healthz")
     @handle
-    def healthz(started: float) -> str:
+    def healthz(started: float) -> Body:
         return json_response(200, {"success": True, "status": "ok", "version": __version__})
 
     @app.route("/db/query", method=["GET", "POST"])
     @handle
-    def db_query(started: float) -> str:
+    def db_query(started: float) -> Body:
         request = bottle.request
         params = query_params()
         text = params.get("q") or request.forms.getunicode("q")
@@ -84,7 +85,7 @@ def make_app(ctx: ApiContext) -> bottle.Bottle:
 
     @app.post("/db/write/<table>")
     @handle
-    def db_write(table: str, started: float) -> str:
+    def db_write(table: str, started: float) -> Body:
         require_token(ctx, "writing")
         request = bottle.request
         content_type = (request.content_type or "application/json").split(";")[0].strip().lower()
@@ -113,19 +114,19 @@ def make_app(ctx: ApiContext) -> bottle.Bottle:
     openapi.register(app, ctx)
 
     @app.error(400)
-    def bad_request(error: bottle.HTTPError) -> str:
+    def bad_request(error: bottle.HTTPError) -> Body:
         return json_response(400, {"success": False, "reason": f"bad request: {error.body}"})
 
     @app.error(404)
-    def not_found(_error: bottle.HTTPError) -> str:
+    def not_found(_error: bottle.HTTPError) -> Body:
         return json_response(404, {"success": False, "reason": f"no such endpoint: {bottle.request.path}"})
 
     @app.error(405)
-    def wrong_method(_error: bottle.HTTPError) -> str:
+    def wrong_method(_error: bottle.HTTPError) -> Body:
         return json_response(405, {"success": False, "reason": f"{bottle.request.method} is not allowed here"})
 
     @app.error(500)
-    def failed(_error: bottle.HTTPError) -> str:
+    def failed(_error: bottle.HTTPError) -> Body:
         return json_response(500, {"success": False, "reason": "the gateway failed to answer; its log says why"})
 
     return app
@@ -135,7 +136,7 @@ def _elapsed(started: float) -> str:
     return f"{(time.perf_counter() - started) * 1000:.3f}ms"
 
 
-def _done(started: float, reason: str) -> str:
+def _done(started: float, reason: str) -> Body:
     return json_response(200, {"success": True, "reason": reason, "elapse": _elapsed(started)})
 
 
@@ -151,11 +152,11 @@ def answer_query(store: TimeSeriesStore, text: str, fmt: str = "json") -> bytes:
             raise ApiError(400, f"unknown format {fmt!r}: use json or csv")
         result = execute(store, to_query(statement))
     except (sql.SqlError, StoreError, ApiError) as exc:
-        return json.dumps({"success": False, "reason": str(exc)}).encode()
+        return orjson.dumps({"success": False, "reason": str(exc)})
     if fmt == "csv":
         return csv_text(result.columns, result.rows).encode()
     data = {"columns": result.columns, "types": result.types, "rows": result.rows}
-    return json.dumps({"success": True, "reason": "success", "elapse": _elapsed(started), "data": data}).encode()
+    return orjson.dumps({"success": True, "reason": "success", "elapse": _elapsed(started), "data": data})
 
 
 def to_query(select: sql.Select) -> Query:

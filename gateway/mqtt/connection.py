@@ -63,6 +63,9 @@ class ConnectionLimits:
     max_keepalive: int = 0  # 0: accept any keep-alive the client asks for
     connect_timeout: float = 10.0
     max_connections: int = 1024
+    # Payload bytes of publishes waiting for their hooks (being stored), all connections together. Beyond it the
+    # gateway stops reading from clients until the store catches up: memory stays bounded on a small board.
+    max_backlog_bytes: int = 2 << 20
 
 
 @dataclass(slots=True)
@@ -78,6 +81,8 @@ class Listening:
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="password-check")
     )
     password_checks_waiting: int = 0
+    backlog_bytes: int = 0  # payload bytes of publishes with their hooks now
+    backlogged: set[MqttConnection] = field(default_factory=set)  # stopped reading until the backlog shrinks
 
 
 Finish = Callable[[BaseException | None], None]
@@ -85,6 +90,7 @@ Finish = Callable[[BaseException | None], None]
 # CONNECTs waiting for a password check beyond this are refused as "server busy": on a Pi each check takes tens
 # of milliseconds, and a flood of wrong passwords must not lock honest clients out for minutes.
 MAX_PASSWORD_CHECKS_WAITING = 32
+READ_SIZE = 16 << 10
 
 
 class MqttConnection(asyncio.Protocol):
@@ -214,6 +220,10 @@ class MqttConnection(asyncio.Protocol):
         self._connections.add(self)
         self._last_seen = time.monotonic()
         self._timer = asyncio.get_running_loop().call_later(self.limits.connect_timeout, self._check_alive)
+        if hasattr(transport, "max_size"):
+            # asyncio reads up to 256 KiB at a time, thousands of small PUBLISHes decoded at once; smaller reads
+            # let the backpressure below act before memory fills.
+            transport.max_size = READ_SIZE
 
     def data_received(self, data: bytes) -> None:
         self.broker.stats.bytes_received += len(data)
@@ -328,8 +338,11 @@ class MqttConnection(asyncio.Protocol):
         for i, packet in enumerate(packets):
             if self._closed:
                 return
-            if self._connecting or len(self._ordered) >= self.limits.receive_maximum:
+            backlogged = self._shared.backlog_bytes >= self.limits.max_backlog_bytes
+            if self._connecting or backlogged or len(self._ordered) >= self.limits.receive_maximum:
                 self._held.extend(packets[i:])
+                if backlogged:
+                    self._shared.backlogged.add(self)
                 # While a password is checked the socket is still read (up to a bound), so that a client
                 # hanging up is noticed and its check skipped.
                 if not self._connecting or len(self._held) >= self.limits.receive_maximum:
@@ -611,7 +624,9 @@ class MqttConnection(asyncio.Protocol):
             hooks_done = broker.start_hooks(message, self.info)
             if qos == 2:
                 session.incoming_qos2[pid] = hooks_done
-            self._after(hooks_done, lambda exc: self._finish_publish(session, message, qos, pid, exc))
+            size = len(message.payload)
+            self._shared.backlog_bytes += size
+            self._after(hooks_done, lambda exc: self._finish_hooked(session, message, qos, pid, size, exc))
         elif self._ordered:
             if qos == 2:
                 session.incoming_qos2[pid] = None
@@ -670,6 +685,17 @@ class MqttConnection(asyncio.Protocol):
         if self._reading_paused and not self._held and not self._connecting and not self._closed:
             self._reading_paused = False
             self.transport.resume_reading()  # type: ignore[union-attr]
+
+    def _finish_hooked(
+        self, session: Session, message: Message, qos: int, pid: int, size: int, error: BaseException | None
+    ) -> None:
+        shared = self._shared
+        shared.backlog_bytes -= size
+        if shared.backlogged and shared.backlog_bytes < self.limits.max_backlog_bytes // 2:
+            waiting, shared.backlogged = shared.backlogged, set()
+            for connection in waiting:
+                connection._continue()
+        self._finish_publish(session, message, qos, pid, error)
 
     def _finish_publish(
         self, session: Session, message: Message | None, qos: int, pid: int, error: BaseException | None

@@ -307,8 +307,9 @@ class TimeSeriesStore:
     ) -> Iterator[tuple[int, float]]:
         """Readings (time ns, value) of one series with time_from <= time < time_to, in time order (or reversed).
         Raises StoreError if the table does not exist."""
+        reading_time, decode_value = keys.reading_time, keys.decode_value
         for key, value in self._span(table_name, name, time_from, time_to, keys.READING, reverse):
-            yield keys.reading_time(key), keys.decode_value(value)
+            yield reading_time(key), decode_value(value)
 
     def scan_rollups(
         self,

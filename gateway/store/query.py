@@ -21,7 +21,7 @@ import heapq
 import operator
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from itertools import chain, groupby, islice
+from itertools import chain, islice
 from typing import Literal, TypeAlias, TypedDict
 
 from gateway.store.database import TimeSeriesStore
@@ -139,9 +139,15 @@ def execute(store: TimeSeriesStore, query: Query) -> Result:
     names = existing if query.names is None else sorted(set(query.names).intersection(existing))
     if query.aggregated:
         # Grouping by name series by series keeps one group in memory; any other grouping needs buckets in time
-        # order across series, so the scans are merged.
-        by_series = query.group_by_name and query.order_by_name
+        # order across series, so the scans are merged. One group over everything takes them in any order.
+        by_series = (
+            len(names) <= 1
+            or (query.group_by_name and query.order_by_name)
+            or (query.bucket_width is None and not query.group_by_name)
+        )
         rows = _aggregate(_readings(store, query, names, by_series=by_series, plain=False), query, by_series)
+    elif query.order_by_name and not query.value_filters:
+        rows = _series_rows(store, query, names)
     else:
         rows = _project(_readings(store, query, names, by_series=query.order_by_name, plain=True), query)
     stop = None if query.limit is None else query.offset + query.limit
@@ -224,6 +230,22 @@ def _pieces(
     return chain.from_iterable(reversed(parts) if reverse else parts)
 
 
+def _series_rows(store: TimeSeriesStore, query: Query, names: list[str]) -> Iterator[list[object]]:
+    """The rows of unfiltered readings, series by series: the common raw query, in one loop (a day at 1 Hz is
+    86,400 rows, and every layer of generators costs about 0.4 µs a row)."""
+    positions = [{"time": 0, "name": 1, "value": 2}[kind] for kind, _ in query.columns]
+    reverse = query.order == "desc"
+    for name in names:
+        scan = store.scan(query.table, name, query.time_from, query.time_to, reverse=reverse)
+        if positions == [0, 2]:
+            for time, value in scan:
+                yield [time, value]
+        else:
+            for time, value in scan:
+                cells = (time, name, value)
+                yield [cells[i] for i in positions]
+
+
 def _project(readings: Iterable[Reading], query: Query) -> Iterator[list[object]]:
     positions = [{"time": 0, "name": 1, "value": 2}[kind] for kind, _ in query.columns]
     for reading in readings:
@@ -270,15 +292,15 @@ class _Group:
             return self.count
         if self.count == 0:
             return None  # as SQL: only COUNT has a value over no readings
-        values: dict[ColumnKind, float] = {
-            "sum": self.total,
-            "avg": self.total / self.count,
-            "min": self.low,
-            "max": self.high,
-            "first": self.first,
-            "last": self.last,
-        }
-        return values[kind]
+        if kind == "avg":
+            return self.total / self.count
+        if kind == "sum":
+            return self.total
+        if kind == "min":
+            return self.low
+        if kind == "max":
+            return self.high
+        return self.first if kind == "first" else self.last
 
 
 def _aggregate(readings: Iterator[Reading], query: Query, by_series: bool) -> Iterator[list[object]]:
@@ -287,9 +309,10 @@ def _aggregate(readings: Iterator[Reading], query: Query, by_series: bool) -> It
     soon as a reading of the next one shows up."""
     width, origin = query.bucket_width, query.bucket_origin
 
+    kinds = [kind for kind, _ in query.columns]
+
     def row(name: str, start: int | None, group: _Group) -> list[object]:
-        cells = {"name": name, "bucket": start}
-        return [cells[kind] if kind in cells else group.get(kind) for kind, _ in query.columns]
+        return [name if kind == "name" else start if kind == "bucket" else group.get(kind) for kind in kinds]
 
     if width is None and not query.group_by_name:
         everything = _Group()
@@ -298,20 +321,25 @@ def _aggregate(readings: Iterator[Reading], query: Query, by_series: bool) -> It
         yield row("", None, everything)  # aggregates without GROUP BY give one row, even over no readings
         return
 
-    def key(reading: Reading) -> tuple[str, int | None]:
-        start = None if width is None else reading[0] - (reading[0] - origin) % width
-        return (reading[1] if by_series else "", start)
-
-    for (_, start), readings_of_bucket in groupby(readings, key):
-        groups: dict[str, _Group] = {}
-        for time, name, piece in readings_of_bucket:
-            group_name = name if query.group_by_name else ""
-            group = groups.get(group_name)
-            if group is None:
-                group = groups[group_name] = _Group()
-            group.add(time, name, piece)
+    group_by_name = query.group_by_name
+    current: tuple[str, int | None] | None = None
+    groups: dict[str, _Group] = {}
+    for time, name, piece in readings:
+        start = None if width is None else time - (time - origin) % width
+        key = (name if by_series else "", start)
+        if key != current:
+            if current is not None:
+                for group_name in sorted(groups):
+                    yield row(group_name, current[1], groups[group_name])
+            current, groups = key, {}
+        group_name = name if group_by_name else ""
+        group = groups.get(group_name)
+        if group is None:
+            group = groups[group_name] = _Group()
+        group.add(time, name, piece)
+    if current is not None:
         for group_name in sorted(groups):
-            yield row(group_name, start, groups[group_name])
+            yield row(group_name, current[1], groups[group_name])
 
 
 def latest(store: TimeSeriesStore, table: str, names: Iterable[str] | None = None) -> list[tuple[str, int, float]]:

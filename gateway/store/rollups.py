@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from itertools import groupby
 from typing import cast
 
-from rocksdict import Rdict, WriteBatch
+from rocksdict import Rdict, ReadOptions, WriteBatch
 
 from gateway.store import keys
 
@@ -86,19 +86,15 @@ def bucket_start(time_ns: int, width: int) -> int:
 
 def key_range(db: Rdict, low: bytes, high: bytes, *, reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
     """The keys and values from `low` (included) to `high` (excluded), in key order or reversed."""
+    # The upper bound in the read options: RocksDB stops there, with no comparison per key in Python. The options
+    # must outlive the iteration (rocksdict does not keep them), hence a generator, not a returned iterator.
+    options = ReadOptions()
+    options.set_iterate_upper_bound(high)
     if not reverse:
-        items = cast(Iterator[tuple[bytes, bytes]], db.items(from_key=low))  # raw mode: bytes
-        for key, value in items:
-            if key >= high:
-                return
-            yield key, value
+        yield from cast(Iterator[tuple[bytes, bytes]], db.items(from_key=low, read_opt=options))  # raw mode: bytes
         return
-    # Backwards, RocksDB starts at the last key <= `from_key`: the upper bound itself is skipped here.
-    items = cast(Iterator[tuple[bytes, bytes]], db.items(backwards=True, from_key=high))
-    for key, value in items:
-        if key >= high:
-            continue
-        if key < low:
+    for key, value in cast(Iterator[tuple[bytes, bytes]], db.items(backwards=True, from_key=high, read_opt=options)):
+        if key < low:  # backwards, rocksdict does not stop at a lower bound
             return
         yield key, value
 
