@@ -13,6 +13,8 @@ the API for its users.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from itertools import islice
 
 import bottle
 import orjson
@@ -23,7 +25,6 @@ from gateway.http.base import (
     ApiContext,
     ApiError,
     Body,
-    csv_response,
     csv_text,
     handler,
     json_response,
@@ -33,7 +34,7 @@ from gateway.http.base import (
 )
 from gateway.ingest.payloads import ParseOptions, PayloadError, parse
 from gateway.store.database import StoreError, TimeSeriesStore
-from gateway.store.query import Query, execute
+from gateway.store.query import Query, execute, stream
 
 __all__ = ["ApiContext", "answer_query", "make_app"]
 
@@ -75,13 +76,15 @@ def make_app(ctx: ApiContext) -> bottle.Bottle:
             require_token(ctx, "DROP TABLE")
             on_loop(ctx, ctx.store.drop_table(statement.table, missing_ok=statement.if_exists))
             return _done(started, "success")
-        result = execute(ctx.store, to_query(statement))
-        if fmt == "csv":
-            return csv_response(result.columns, result.rows)
-        if fmt != "json":
+        if fmt not in ("json", "csv"):
             raise ApiError(400, f"unknown format {fmt!r}: use json or csv")
-        data = {"columns": result.columns, "types": result.types, "rows": result.rows}
-        return json_response(200, {"success": True, "reason": "success", "elapse": _elapsed(started), "data": data})
+        columns, types, rows = stream(ctx.store, to_query(statement))
+        # Sent as the rows are read, a chunk at a time: a day of readings is never held whole in memory.
+        if fmt == "csv":
+            bottle.response.content_type = "text/csv"
+            return _csv_chunks(columns, rows)
+        bottle.response.content_type = "application/json"
+        return _json_chunks(columns, types, rows, started)
 
     @app.post("/db/write/<table>")
     @handle
@@ -130,6 +133,34 @@ def make_app(ctx: ApiContext) -> bottle.Bottle:
         return json_response(500, {"success": False, "reason": "the gateway failed to answer; its log says why"})
 
     return app
+
+
+_CHUNK_ROWS = 2000
+
+
+def _chunks(rows: Iterator[list[object]]) -> Iterator[list[list[object]]]:
+    while chunk := list(islice(rows, _CHUNK_ROWS)):
+        yield chunk
+
+
+def _json_chunks(
+    columns: list[str], types: list[str], rows: Iterator[list[object]], started: float
+) -> Iterator[bytes]:
+    """neo's answer, {"data": {"columns", "types", "rows"}, "success", "reason", "elapse"}, piece by piece."""
+    head = orjson.dumps({"columns": columns, "types": types})
+    yield b'{"data":' + head[:-1] + b',"rows":['
+    first = True
+    for chunk in _chunks(rows):
+        yield (b"" if first else b",") + orjson.dumps(chunk)[1:-1]
+        first = False
+    tail = {"success": True, "reason": "success", "elapse": _elapsed(started)}
+    yield b"]}," + orjson.dumps(tail)[1:]
+
+
+def _csv_chunks(columns: list[str], rows: Iterator[list[object]]) -> Iterator[bytes]:
+    yield csv_text(columns, []).encode()
+    for chunk in _chunks(rows):
+        yield csv_text(None, chunk).encode()
 
 
 def _elapsed(started: float) -> str:

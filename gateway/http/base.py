@@ -93,10 +93,12 @@ def csv_response(columns: Sequence[str], rows: Iterable[Sequence[object]]) -> st
     return csv_text(columns, rows)
 
 
-def csv_text(columns: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+def csv_text(columns: Sequence[str] | None, rows: Iterable[Sequence[object]]) -> str:
+    """CSV lines of `rows`, after a header line of `columns` unless None."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(columns)
+    if columns is not None:
+        writer.writerow(columns)
     writer.writerows(rows)
     return out.getvalue()
 

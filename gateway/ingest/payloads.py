@@ -126,7 +126,9 @@ def _parse_json_fast(data: bytes, unit_ns: int) -> list[Row] | None:
         name, time_ns, value = row
         if type(name) is not str or type(time_ns) is not int:
             return None
-        if name not in known and not _name_is_valid(name):
+        # The known copy of the name: its readings then share one string while they wait to be stored.
+        name = known.get(name) or _valid_name(name)
+        if name is None:
             return None
         time_ns *= unit_ns
         if not 0 <= time_ns <= MAX_NS:
@@ -143,18 +145,18 @@ def _parse_json_fast(data: bytes, unit_ns: int) -> list[Row] | None:
 
 
 # Names already found valid: sensors send the same few over and over (bounded).
-_NAMES: set[str] = set()
+_NAMES: dict[str, str] = {}
 
 
-def _name_is_valid(name: str) -> bool:
+def _valid_name(name: str) -> str | None:
     try:
         _name(name)
     except PayloadError:
-        return False
+        return None
     if len(_NAMES) >= 4096:
         _NAMES.clear()
-    _NAMES.add(name)
-    return True
+    _NAMES[name] = name
+    return name
 
 
 def parse_line_protocol(

@@ -38,6 +38,7 @@ __all__ = [
     "execute",
     "latest",
     "series_summary",
+    "stream",
 ]
 
 ColumnKind: TypeAlias = Literal["name", "time", "value", "bucket", "count", "sum", "avg", "min", "max", "first", "last"]
@@ -135,8 +136,16 @@ class Result:
 
 def execute(store: TimeSeriesStore, query: Query) -> Result:
     """Runs `query`. Raises StoreError if the table does not exist."""
+    columns, types, rows = stream(store, query)
+    return Result(columns, types, list(rows))
+
+
+def stream(store: TimeSeriesStore, query: Query) -> tuple[list[str], list[str], Iterator[list[object]]]:
+    """`execute`, with the rows produced as they are read: a long answer is sent without being held whole.
+    Raises StoreError at once if the table does not exist."""
     existing = store.series_names(query.table)  # raises StoreError for an unknown table
     names = existing if query.names is None else sorted(set(query.names).intersection(existing))
+    rows: Iterator[list[object]]
     if query.aggregated:
         # Grouping by name series by series keeps one group in memory; any other grouping needs buckets in time
         # order across series, so the scans are merged. One group over everything takes them in any order.
@@ -152,10 +161,10 @@ def execute(store: TimeSeriesStore, query: Query) -> Result:
         rows = _project(_readings(store, query, names, by_series=query.order_by_name, plain=True), query)
     stop = None if query.limit is None else query.offset + query.limit
     # islice pulls only the rows it returns, so the scans behind them stop there too.
-    return Result(
-        columns=[label for _, label in query.columns],
-        types=[_TYPES[kind] for kind, _ in query.columns],
-        rows=list(islice(rows, query.offset, stop)),
+    return (
+        [label for _, label in query.columns],
+        [_TYPES[kind] for kind, _ in query.columns],
+        islice(rows, query.offset, stop),
     )
 
 

@@ -110,3 +110,27 @@ def test_a_body_that_is_not_json_gets_a_json_error(gateway: Gateway) -> None:
     )
     assert status == 400 and content_type.startswith("application/json")
     assert json.loads(raw)["success"] is False
+
+
+def test_long_answers_are_streamed_whole_in_json_and_csv(gateway_factory: Callable[..., Gateway]) -> None:
+    """A /db/query answer is sent in chunks of rows as it is read; the chunks join into one valid document."""
+    gateway = gateway_factory('[http]\ntoken = "s3cret"\n')
+    rows = [["long", T0 + i * S, i / 4] for i in range(5003)]
+    status, _type, raw = request(
+        f"{gateway.http_url}/db/write/long",
+        json.dumps(rows).encode(),
+        {"Content-Type": "application/json", "Authorization": "Bearer s3cret"},
+    )
+    assert status == 200, raw
+    status, body = query(gateway, "select * from long")
+    assert status == 200 and body["success"] is True and body["reason"] == "success"
+    assert body["data"]["columns"] == ["NAME", "TIME", "VALUE"] and body["data"]["rows"] == rows
+    status, content_type, raw = request(
+        f"{gateway.http_url}/db/query?" + urllib.parse.urlencode({"q": "select time, value from long", "format": "csv"})
+    )
+    lines = raw.decode().splitlines()
+    assert status == 200 and content_type.startswith("text/csv")
+    assert lines[0] == "TIME,VALUE" and len(lines) == 5004
+    assert lines[1:] == [f"{time},{value}" for _name, time, value in rows]
+    status, body = query(gateway, "select * from long where time < 0")
+    assert body["data"]["rows"] == []
