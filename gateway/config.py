@@ -73,7 +73,7 @@ class MqttOptions:
         100, "Most unacknowledged QoS 1/2 messages sent to one client at once.", minimum=1, maximum=65535
     )
     max_backlog_bytes: int = _opt(
-        2 << 20,
+        512 << 10,
         "Most payload bytes of publishes being stored (waiting for the store), all clients together; beyond it "
         "clients are not read until the store catches up, which bounds memory.",
         minimum=1024,

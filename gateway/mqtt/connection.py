@@ -65,7 +65,7 @@ class ConnectionLimits:
     max_connections: int = 1024
     # Payload bytes of publishes waiting for their hooks (being stored), all connections together. Beyond it the
     # gateway stops reading from clients until the store catches up: memory stays bounded on a small board.
-    max_backlog_bytes: int = 2 << 20
+    max_backlog_bytes: int = 512 << 10
 
 
 @dataclass(slots=True)
