@@ -110,7 +110,7 @@ class IngestHook:
 
     def _settle(self, outcome: asyncio.Future[None], counts: IngestCounters, batch: asyncio.Future[None]) -> None:
         """A storage batch is done: its messages are stored, or refused for the publisher to send again."""
-        error = batch.exception()
+        error = asyncio.CancelledError() if batch.cancelled() else batch.exception()
         if error is None:
             self.counters.messages += counts.messages
             self.counters.readings += counts.readings
