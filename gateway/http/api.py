@@ -143,9 +143,7 @@ def _chunks(rows: Iterator[list[object]]) -> Iterator[list[list[object]]]:
         yield chunk
 
 
-def _json_chunks(
-    columns: list[str], types: list[str], rows: Iterator[list[object]], started: float
-) -> Iterator[bytes]:
+def _json_chunks(columns: list[str], types: list[str], rows: Iterator[list[object]], started: float) -> Iterator[bytes]:
     """neo's answer, {"data": {"columns", "types", "rows"}, "success", "reason", "elapse"}, piece by piece."""
     head = orjson.dumps({"columns": columns, "types": types})
     yield b'{"data":' + head[:-1] + b',"rows":['

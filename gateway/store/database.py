@@ -223,13 +223,15 @@ class TimeSeriesStore:
             table = self._new_table(name, puts)
         series = self._series
         rollups = self.rollups
-        reading_key, encode_value = keys.reading_key, keys.encode_value
+        # keys.reading_key and encode_value, inlined: this loop runs once per reading.
+        pack_key, shift, pack_value, space = keys.SERIES_TIME.pack, keys.TIME_SHIFT, keys.VALUE.pack, keys.READING
+        table_id = table.id
         try:
             for series_name, time_ns, value in readings:
-                series_id = series.get((table.id, series_name))
+                series_id = series.get((table_id, series_name))
                 if series_id is None:
-                    series_id = self._new_series(table.id, series_name, puts)
-                puts.append((reading_key(series_id, time_ns), encode_value(value)))
+                    series_id = self._new_series(table_id, series_name, puts)
+                puts.append((pack_key(space, series_id, time_ns + shift), pack_value(value)))
                 rollups.add(series_id, time_ns, value)
         except BaseException:
             rollups.failed()  # it has counted readings that will not be written

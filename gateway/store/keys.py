@@ -30,9 +30,10 @@ ROLLUPS_VERSION = b"vrollups"
 
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
-_SERIES_TIME = struct.Struct(">cQQ")  # space, series id, shifted time
-_VALUE = struct.Struct(">d")
-_TIME_SHIFT = 1 << 63
+# Space, series id, time + TIME_SHIFT: the ingest loop packs reading keys with it directly.
+SERIES_TIME = struct.Struct(">cQQ")
+VALUE = struct.Struct(">d")
+TIME_SHIFT = 1 << 63
 MIN_TIME = -(1 << 63)
 MAX_TIME = (1 << 63) - 1
 
@@ -73,7 +74,7 @@ def decode_series_id(data: bytes) -> int:
 
 def reading_key(series_id: int, time_ns: int, space: bytes = READING) -> bytes:
     """The key of a reading, or with `space` of a rollup or dirty mark starting at `time_ns`."""
-    return _SERIES_TIME.pack(space, series_id, time_ns + _TIME_SHIFT)
+    return SERIES_TIME.pack(space, series_id, time_ns + TIME_SHIFT)
 
 
 def reading_prefix(series_id: int, space: bytes = READING) -> bytes:
@@ -83,7 +84,7 @@ def reading_prefix(series_id: int, space: bytes = READING) -> bytes:
 def reading_time(key: bytes) -> int:
     """The time of a reading (or rollup, or dirty mark) key; the series is its bytes 1 to 9."""
     shifted: int = _U64.unpack_from(key, 9)[0]
-    return shifted - _TIME_SHIFT
+    return shifted - TIME_SHIFT
 
 
 def key_series(key: bytes) -> int:
@@ -93,9 +94,9 @@ def key_series(key: bytes) -> int:
 
 
 def encode_value(value: float) -> bytes:
-    return _VALUE.pack(value)
+    return VALUE.pack(value)
 
 
 def decode_value(data: bytes) -> float:
-    value: float = _VALUE.unpack(data)[0]
+    value: float = VALUE.unpack(data)[0]
     return value

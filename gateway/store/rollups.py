@@ -129,16 +129,27 @@ def merge_all(parts: Iterable[Aggregate]) -> Aggregate | None:
 
 
 class _SeriesState:
-    """What the tracker knows of one series; an aggregate of None is not known exactly (its bucket is dirty)."""
+    """What the tracker knows of one series. Per reading only the current minute's aggregate changes; the hour's
+    is the merge of its closed minutes (`hour_base`, None before the first) and the current one. `minute_agg`
+    None, or `hour_known` False, mean that bucket is not known exactly: it is dirty, and recomputed."""
 
-    __slots__ = ("hour", "hour_agg", "last_time", "minute", "minute_agg")
+    __slots__ = ("hour", "hour_base", "hour_known", "last_time", "minute", "minute_agg")
 
-    def __init__(self, last_time: int, minute: int | None, minute_agg: Aggregate | None) -> None:
+    def __init__(self, last_time: int) -> None:
         self.last_time = last_time
-        self.minute = minute
-        self.minute_agg = minute_agg
+        self.minute: int | None = None
+        self.minute_agg: Aggregate | None = None
         self.hour: int | None = None
-        self.hour_agg: Aggregate | None = None
+        self.hour_base: Aggregate | None = None
+        self.hour_known = True
+
+    def hour_agg(self) -> Aggregate | None:
+        """The current hour's aggregate, if known."""
+        if not self.hour_known or self.minute_agg is None:
+            return None
+        if self.hour_base is None:
+            return self.minute_agg
+        return merge_all((self.hour_base, self.minute_agg))
 
 
 Dirty = set[tuple[int, int]]  # (series id, minute start)
@@ -157,34 +168,56 @@ class RollupTracker:
     # -- on the event loop -----------------------------------------------------------------------------------
 
     def add(self, series_id: int, time_ns: int, value: float) -> None:
+        # The hot path of ingest (once per reading): the common case is inlined.
         state = self._states.get(series_id)
         if state is None:
             state = self._states[series_id] = self._load(series_id)
         self._touched.add(series_id)
-        minute = bucket_start(time_ns, MINUTE)
-        hour = bucket_start(time_ns, HOUR)
+        minute = time_ns - time_ns % MINUTE
         if time_ns <= state.last_time:
-            self._dirty.add((series_id, minute))
-            if minute == state.minute:
-                state.minute_agg = None
-            if hour == state.hour:
-                state.hour_agg = None
+            self._out_of_order(state, series_id, max(minute, keys.MIN_TIME))
             return
         state.last_time = time_ns
         if minute != state.minute:
-            _record(self._closed, series_id, state.minute, state.minute_agg, keys.MINUTE_ROLLUP)
-            state.minute, state.minute_agg = minute, Aggregate.of(time_ns, value)
-        elif state.minute_agg is not None:
-            state.minute_agg.add(time_ns, value)
+            self._next_minute(state, series_id, max(minute, keys.MIN_TIME), time_ns, value)
+            return
+        agg = state.minute_agg
+        if agg is None or not state.hour_known:
+            self._dirty.add((series_id, minute))  # recomputing the minute recomputes its hour too
+            if agg is None:
+                return
+        agg.count += 1
+        agg.total += value
+        if value < agg.low:
+            agg.low = value
+        elif value > agg.high:
+            agg.high = value
+        agg.last_time = time_ns
+        agg.last = value
+
+    def _out_of_order(self, state: _SeriesState, series_id: int, minute: int) -> None:
+        """A reading at or before the newest one: it may replace a stored value, so its buckets are recomputed."""
+        self._dirty.add((series_id, minute))
+        if minute == state.minute:
+            state.minute_agg = None
+        if bucket_start(minute, HOUR) == state.hour:
+            state.hour_known = False
+
+    def _next_minute(self, state: _SeriesState, series_id: int, minute: int, time_ns: int, value: float) -> None:
+        closing = state.minute_agg
+        _record(self._closed, series_id, state.minute, closing, keys.MINUTE_ROLLUP)
+        hour = bucket_start(minute, HOUR)
+        if hour == state.hour:
+            if closing is None:
+                state.hour_known = False  # the closed minute is dirty; its recomputation redoes the hour
+            elif state.hour_known:
+                state.hour_base = merge_all((state.hour_base, closing) if state.hour_base else (closing,))
         else:
-            self._dirty.add((series_id, minute))
-        if hour != state.hour:
-            _record(self._closed, series_id, state.hour, state.hour_agg, keys.HOUR_ROLLUP)
-            state.hour, state.hour_agg = hour, Aggregate.of(time_ns, value)
-        elif state.hour_agg is not None:
-            state.hour_agg.add(time_ns, value)
-        else:
-            self._dirty.add((series_id, minute))  # recomputing the minute recomputes its hour
+            _record(self._closed, series_id, state.hour, state.hour_agg(), keys.HOUR_ROLLUP)
+            state.hour, state.hour_base, state.hour_known = hour, None, True
+        state.minute, state.minute_agg = minute, Aggregate.of(time_ns, value)
+        if not state.hour_known:
+            self._dirty.add((series_id, minute))  # recomputing the minute recomputes its hour too
 
     def _load(self, series_id: int) -> _SeriesState:
         """The state of a series seen for the first time since the store opened: nothing of it is waiting to be
@@ -192,16 +225,16 @@ class RollupTracker:
         low, high = span(series_id, keys.MIN_TIME, keys.MAX_TIME + 1, keys.READING)
         last = next(key_range(self._db, low, high, reverse=True), None)
         if last is None:
-            return _SeriesState(keys.MIN_TIME - 1, None, None)
-        last_time = keys.reading_time(last[0])
-        minute, hour = bucket_start(last_time, MINUTE), bucket_start(last_time, HOUR)
-        state = _SeriesState(last_time, minute, self._stored(series_id, minute, keys.MINUTE_ROLLUP))
-        state.hour, state.hour_agg = hour, self._stored(series_id, hour, keys.HOUR_ROLLUP)
+            return _SeriesState(keys.MIN_TIME - 1)
+        state = _SeriesState(keys.reading_time(last[0]))
+        minute = bucket_start(state.last_time, MINUTE)
+        hour = bucket_start(minute, HOUR)
+        data = self._db.get(keys.reading_key(series_id, minute, keys.MINUTE_ROLLUP))
+        state.minute, state.minute_agg = minute, None if data is None else Aggregate.decode(data)
+        low, high = span(series_id, hour, minute, keys.MINUTE_ROLLUP)
+        closed = (Aggregate.decode(value) for _key, value in key_range(self._db, low, high))
+        state.hour, state.hour_base, state.hour_known = hour, merge_all(closed), True
         return state
-
-    def _stored(self, series_id: int, start: int, space: bytes) -> Aggregate | None:
-        data = self._db.get(keys.reading_key(series_id, start, space))
-        return None if data is None else Aggregate.decode(data)
 
     def take(self) -> tuple[list[tuple[bytes, bytes]], Dirty]:
         """The rollup records and dirty marks that belong in the batch being taken, and the dirty minutes that the
@@ -211,7 +244,7 @@ class RollupTracker:
             state = self._states.get(series_id)
             if state is not None:  # None: its table was dropped
                 _record(puts, series_id, state.minute, state.minute_agg, keys.MINUTE_ROLLUP)
-                _record(puts, series_id, state.hour, state.hour_agg, keys.HOUR_ROLLUP)
+                _record(puts, series_id, state.hour, state.hour_agg(), keys.HOUR_ROLLUP)
         dirty, self._touched, self._dirty = self._dirty, set(), set()
         puts.extend((keys.reading_key(series_id, minute, keys.DIRTY), b"") for series_id, minute in dirty)
         return puts, dirty
@@ -227,7 +260,8 @@ class RollupTracker:
             if state is not None and state.minute is not None:
                 self._dirty.add((series_id, state.minute))
         for state in self._states.values():
-            state.minute_agg = state.hour_agg = None
+            state.minute_agg = None
+            state.hour_known = False
 
     def forget(self, series_ids: Iterable[int]) -> None:
         for series_id in series_ids:

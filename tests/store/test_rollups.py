@@ -70,7 +70,7 @@ batches = st.lists(st.lists(readings, min_size=1, max_size=8), min_size=1, max_s
 
 
 @given(batches=batches, together=st.booleans())
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_rollups_equal_the_aggregates_of_the_stored_readings(
     tmp_path_factory: pytest.TempPathFactory, batches: list[list[Reading]], together: bool
 ) -> None:
