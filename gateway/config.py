@@ -74,7 +74,7 @@ class MqttOptions:
     )
     max_backlog_bytes: int = _opt(
         512 << 10,
-        "Most payload bytes of publishes being stored (waiting for the store), all clients together; beyond it "
+        "Most bytes of publishes being stored (payloads plus ~500 bytes each), all clients together; beyond it "
         "clients are not read until the store catches up, which bounds memory.",
         minimum=1024,
     )

@@ -91,6 +91,9 @@ Finish = Callable[[BaseException | None], None]
 # of milliseconds, and a flood of wrong passwords must not lock honest clients out for minutes.
 MAX_PASSWORD_CHECKS_WAITING = 32
 READ_SIZE = 16 << 10
+# What a publish waiting for its hook holds besides its payload (packet, message, callbacks), counted against
+# max_backlog_bytes so that many small messages are bounded as well as a few large ones.
+MESSAGE_OVERHEAD = 500
 
 
 class MqttConnection(asyncio.Protocol):
@@ -624,7 +627,7 @@ class MqttConnection(asyncio.Protocol):
             hooks_done = broker.start_hooks(message, self.info)
             if qos == 2:
                 session.incoming_qos2[pid] = hooks_done
-            size = len(message.payload)
+            size = len(message.payload) + MESSAGE_OVERHEAD
             self._shared.backlog_bytes += size
             self._after(hooks_done, lambda exc: self._finish_hooked(session, message, qos, pid, size, exc))
         elif self._ordered:
