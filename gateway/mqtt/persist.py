@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from rocksdict import Options, Rdict, WriteBatch
+from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch
 
 from gateway.mqtt.codec import MQTT_5, MalformedPacket, Publish, Reader, encode_publish
 from gateway.mqtt.session import Delivery, Message, SubOptions
@@ -56,6 +56,12 @@ def _options() -> Options:
     opts.set_max_open_files(32)
     opts.set_max_background_jobs(1)
     opts.set_keep_log_file_num(2)
+    # RocksDB's default block cache is 32 MB, and index and filter blocks live outside it unless told: both are
+    # bounded here, for a board with 512 MB.
+    table = BlockBasedOptions()
+    table.set_block_cache(Cache(1 << 20))
+    table.set_cache_index_and_filter_blocks(True)
+    opts.set_block_based_table_factory(table)
     return opts
 
 

@@ -96,6 +96,10 @@ def _rocksdb_options(options: StoreOptions) -> Options:
     table = BlockBasedOptions()
     table.set_block_cache(Cache(options.block_cache_bytes))  # an LRU cache
     table.set_bloom_filter(10, False)
+    # Index and filter blocks otherwise live outside the cache, one set per open table file, growing with the
+    # data: in the cache they are bounded by it; level 0's stay pinned there, as they are read by every lookup.
+    table.set_cache_index_and_filter_blocks(True)
+    table.set_pin_l0_filter_and_index_blocks_in_cache(True)
     opts.set_block_based_table_factory(table)
     return opts
 
