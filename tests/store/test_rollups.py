@@ -219,7 +219,10 @@ def test_a_year_at_one_hour_steps_reads_rollups_not_readings(
     rows = execute(store, query).rows
     assert len(rows) == 365 * 24
     assert pulled[0] <= 10  # the ragged first hour only; 8,759 hours come from their rollups
-    assert rows == naive(year, query)
+    # Python 3.12+ sums floats with compensation, the store adds them in order: the last bits may differ.
+    assert rows == [
+        [pytest.approx(c, rel=1e-12) if isinstance(c, float) else c for c in row] for row in naive(year, query)
+    ]
     pulled[0] = 0
     [summary] = series_summary(store, "t")
     assert summary["count"] == len(year) and summary["last_value"] == year[-1][2]
