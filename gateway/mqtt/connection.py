@@ -45,8 +45,9 @@ from gateway.mqtt.codec import (
     UnsupportedProtocol,
     ack_bytes,
     encode,
+    publish_bytes,
 )
-from gateway.mqtt.session import NEVER_EXPIRES, Message, Session
+from gateway.mqtt.session import NEVER_EXPIRES, Delivery, Message, Session
 
 log = logging.getLogger("gateway.mqtt")
 
@@ -178,6 +179,26 @@ class MqttConnection(asyncio.Protocol):
     @property
     def writable(self) -> bool:
         return not self._writing_paused and not self._closed
+
+    def send_publish(self, delivery: Delivery, dup: bool) -> bool:
+        message = delivery.message
+        props = message.properties
+        if self.version == MQTT_5:
+            if message.expires_at is not None:
+                remaining = max(1, round(message.expires_at - time.time()))
+                props = {**props, Prop.MESSAGE_EXPIRY_INTERVAL: remaining}
+            if delivery.identifiers:
+                props = {**props, Prop.SUBSCRIPTION_IDENTIFIER: delivery.identifiers}
+        data = publish_bytes(
+            message.topic, message.payload, delivery.qos, delivery.retain, dup, delivery.packet_id, props, self.version
+        )
+        if len(data) > self.max_packet_size:
+            return False
+        self.write(data)
+        return True
+
+    def send_pubrel(self, packet_id: int) -> None:
+        self.write(ack_bytes(0x62, packet_id))
 
     def write(self, data: bytes) -> None:
         if self._closed:

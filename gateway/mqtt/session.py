@@ -14,7 +14,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from gateway.mqtt.codec import MQTT_5, Prop, Properties, ack_bytes, publish_bytes
+from gateway.mqtt.codec import Properties
 
 if TYPE_CHECKING:
     import asyncio
@@ -67,16 +67,19 @@ class Delivery:
 
 
 class Outlet(Protocol):
-    """What a session needs of the network connection it is attached to."""
+    """What a session needs of the connection it is attached to: an MQTT connection, or an MQTT-SN client, each
+    encoding deliveries in its own protocol."""
 
-    version: int
     receive_maximum: int  # the client's (§3.1.2.11.3)
-    max_packet_size: int  # the client's (§3.1.2.11.4)
 
     @property
     def writable(self) -> bool: ...
 
-    def write(self, data: bytes) -> None: ...
+    def send_publish(self, delivery: Delivery, dup: bool) -> bool:
+        """Send a delivery; False when the client can never take it (larger than it accepts): it is dropped."""
+        ...
+
+    def send_pubrel(self, packet_id: int) -> None: ...
 
 
 class StateStore(Protocol):
@@ -228,7 +231,7 @@ class Session:
             if delivery is None:
                 continue
             if delivery.released:
-                conn.write(ack_bytes(0x62, delivery.packet_id))
+                conn.send_pubrel(delivery.packet_id)
             else:
                 self._send(conn, delivery, dup=True)
         queue = self.queue
@@ -259,26 +262,15 @@ class Session:
         return pid
 
     def _send(self, conn: Outlet, delivery: Delivery, *, dup: bool = False) -> None:
-        message = delivery.message
-        props = message.properties
-        if message.expires_at is not None:
-            remaining = message.expires_at - time.time()
-            if remaining <= 0 and not dup:
-                self._forget(delivery)  # §3.3.2.3.3: an expired message is not delivered, unless already begun
-                return
-            if conn.version == MQTT_5:
-                props = {**props, Prop.MESSAGE_EXPIRY_INTERVAL: max(1, round(remaining))}
-        if delivery.identifiers and conn.version == MQTT_5:
-            props = {**props, Prop.SUBSCRIPTION_IDENTIFIER: delivery.identifiers}
-        data = publish_bytes(
-            message.topic, message.payload, delivery.qos, delivery.retain, dup, delivery.packet_id, props, conn.version
-        )
-        if len(data) > conn.max_packet_size:
+        expires_at = delivery.message.expires_at
+        if expires_at is not None and expires_at <= time.time() and not dup:
+            self._forget(delivery)  # §3.3.2.3.3: an expired message is not delivered, unless already begun
+            return
+        if not conn.send_publish(delivery, dup):
             # §3.1.2.11.4: a message larger than the client accepts is discarded as if delivered.
             self._forget(delivery)
             self.counters.messages_dropped += 1
             return
-        conn.write(data)
         self.counters.messages_sent += 1
 
     def _forget(self, delivery: Delivery) -> None:
