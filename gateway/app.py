@@ -24,6 +24,8 @@ from gateway.mqtt.broker import Broker, BrokerSettings
 from gateway.mqtt.connection import ConnectionLimits
 from gateway.mqtt.persist import BrokerState
 from gateway.mqtt.server import Listener, MqttServer
+from gateway.mqttsn.gateway import Address, SnGateway, SnSettings
+from gateway.mqttsn.transports import UdpEndpoint, open_udp
 from gateway.store import database as store
 from gateway.store.backup import backup_archive, scratch_dir
 from gateway.store.database import Retention, TimeSeriesStore
@@ -131,6 +133,8 @@ class Gateway:
         self.broker.add_publish_hook(ingest.sensors_prefix + "+", self.ingest)
         self.endpoints: list[tuple[str, str, int]] = []
         self.http: HttpServer | None = None
+        self.mqttsn: SnGateway | None = None
+        self._udp: UdpEndpoint | None = None
 
     async def start(self) -> None:
         await self.broker.start()
@@ -138,6 +142,12 @@ class Gateway:
         default = Retention(options.retention_days, options.minute_rollup_days, options.hour_rollup_days)
         self._retention = asyncio.create_task(retention_forever(self.store, default), name="retention")
         self.endpoints = await self.mqtt.start()
+        sn = self.config.mqttsn
+        if sn.enabled:
+            self._udp, port = await open_udp(self.config.gateway.bind, sn.port, self._mqttsn_datagram)
+            settings = SnSettings(sn.gateway_id, {}, sn.max_clients, sn.max_inflight, sn.max_message_size)
+            self.mqttsn = SnGateway(self.broker, self._udp.send, settings)
+            self.endpoints.append(("mqtt-sn", self.config.gateway.bind, port))
         http = self.config.http
         # /db/watch streams: the store tells the hub of every stored batch; each stream holds an HTTP thread.
         watch = WatchHub(max_watchers=THREADS - 2)
@@ -155,6 +165,10 @@ class Gateway:
         self.endpoints.append(("http", *self.http.start()))
         log.info("gateway %s, data in %s, config from %s", __version__, self.config.data_path(), self.config.source)
         log.info("listening %s", " ".join(f"{name}={host}:{port}" for name, host, port in self.endpoints))
+
+    def _mqttsn_datagram(self, data: bytes, address: Address) -> None:
+        if self.mqttsn is not None:
+            self.mqttsn.received(data, address)
 
     def backup(self) -> Path:
         """A consistent archive of both databases, made while they are written (on an HTTP thread)."""
@@ -192,6 +206,10 @@ class Gateway:
         if self.http is not None:
             # Off the loop: a request still being answered may need the loop to finish its write.
             await asyncio.get_running_loop().run_in_executor(None, self.http.stop)
+        if self.mqttsn is not None:
+            self.mqttsn.stop()
+        if self._udp is not None:
+            self._udp.close()
         await self.mqtt.stop()
         await self.broker.stop()
         if self._retention is not None:

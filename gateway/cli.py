@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--http-port", type=_port, help="HTTP API port, 0 for any free one (overrides [http] port)")
     # The command line of the whole appliance is fixed now so that scripts written against it keep working; this
     # listener comes with the MQTT-SN gateway.
-    serve.add_argument("--mqttsn-port", type=_port, help="MQTT-SN UDP port (not built yet: accepted and ignored)")
+    serve.add_argument("--mqttsn-port", type=_port, help="MQTT-SN UDP port (0: a free one)")
 
     passwd = commands.add_parser("passwd", help="add, change or delete a user of the password file")
     passwd.add_argument("file", type=Path, help="the password file (created if missing)")
@@ -105,6 +105,8 @@ def _serve_config(args: argparse.Namespace) -> Config:
         config.mqtt.port = args.mqtt_port
     if args.http_port is not None:
         config.http.port = args.http_port
+    if args.mqttsn_port is not None:
+        config.mqttsn.port = args.mqttsn_port
     return config
 
 
@@ -117,8 +119,6 @@ def _serve(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    if args.mqttsn_port is not None:
-        logging.getLogger("gateway").warning("--mqttsn-port %d ignored: no MQTT-SN gateway yet", args.mqttsn_port)
     asyncio.run(serve(config))
     return 0
 

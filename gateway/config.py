@@ -160,6 +160,22 @@ class HttpOptions:
 
 
 @dataclass(slots=True)
+class MqttSnOptions:
+    enabled: bool = _opt(True, "Run the MQTT-SN gateway (UDP) for devices that cannot afford TCP.")
+    port: int = _opt(
+        1884, "UDP port of the MQTT-SN gateway; 0 picks a free port (logged at start).", minimum=0, maximum=65535
+    )
+    gateway_id: int = _opt(1, "GwId in GWINFO and ADVERTISE (§5.4.1).", minimum=0, maximum=255)
+    max_clients: int = _opt(1000, "Most MQTT-SN clients at once; more get CONNACK 'congestion'.", minimum=1)
+    max_inflight: int = _opt(
+        8, "Most unacknowledged QoS 1/2 messages sent to one MQTT-SN client at once.", minimum=1, maximum=65535
+    )
+    max_message_size: int = _opt(
+        1024, "Largest MQTT-SN message sent to a client; larger deliveries are dropped.", minimum=16, maximum=65535
+    )
+
+
+@dataclass(slots=True)
 class IngestOptions:
     sensors_prefix: str = _opt("sensors/", "Topic prefix of the small-firmware topic: <prefix><device>.")
     sensors_table: str = _opt("SENSORS", "Table that readings from the sensors topic go to.")
@@ -171,6 +187,7 @@ class Config:
     mqtt: MqttOptions = field(default_factory=MqttOptions)
     store: StoreOptions = field(default_factory=StoreOptions)
     http: HttpOptions = field(default_factory=HttpOptions)
+    mqttsn: MqttSnOptions = field(default_factory=MqttSnOptions)
     ingest: IngestOptions = field(default_factory=IngestOptions)
     source: str = "built-in defaults"
 

@@ -45,14 +45,18 @@ class Gateway:
         return self.endpoints["mqtt"]
 
     @property
+    def mqttsn_port(self) -> int:
+        return self.endpoints["mqtt-sn"]
+
+    @property
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.endpoints['http']}"
 
-    def start(self, *, mqtt_port: int = 0, timeout: float = 20.0) -> Gateway:
+    def start(self, *, mqtt_port: int = 0, mqttsn_port: int = 0, timeout: float = 20.0) -> Gateway:
         self._starts += 1
         self.log_path = self.data_dir.parent / f"gateway-{self.data_dir.name}-{self._starts}.log"
         args = [sys.executable, "-m", "gateway", "serve", "--bind", "127.0.0.1", "--data-dir", str(self.data_dir)]
-        args += ["--mqtt-port", str(mqtt_port), "--http-port", "0"]
+        args += ["--mqtt-port", str(mqtt_port), "--http-port", "0", "--mqttsn-port", str(mqttsn_port)]
         if self.config is not None:
             args += ["--config", str(self.config)]
         args += list(self.extra_args)
@@ -96,9 +100,9 @@ class Gateway:
             self.process.wait()
 
     def restart(self) -> Gateway:
-        port = self.mqtt_port
+        ports = self.mqtt_port, self.endpoints.get("mqtt-sn", 0)
         self.stop()
-        return self.start(mqtt_port=port)
+        return self.start(mqtt_port=ports[0], mqttsn_port=ports[1])
 
 
 @pytest.fixture

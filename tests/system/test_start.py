@@ -40,9 +40,10 @@ def test_bad_config_key_is_refused_with_file_key_and_reason(tmp_path) -> None:
     assert str(config) in result.stderr and "'portt'" in result.stderr and "[mqtt]" in result.stderr
 
 
-def test_the_mqttsn_port_is_accepted_with_a_warning_until_that_listener_exists(gateway_factory) -> None:
-    """The appliance's command line is fixed (`--mqttsn-port`) before the MQTT-SN gateway exists: scripts using
-    it must run, and the log must say the value is ignored."""
+def test_the_mqttsn_port_option_sets_the_udp_listener(gateway_factory) -> None:
+    """`--mqttsn-port 0` picks a free UDP port, logged with the other listeners; `[mqttsn] enabled = false` has none."""
     gateway = gateway_factory(extra_args=("--mqttsn-port", "0"))
-    assert set(gateway.endpoints) == {"mqtt", "http"}
-    assert "--mqttsn-port 0 ignored" in gateway.log()
+    assert set(gateway.endpoints) == {"mqtt", "mqtt-sn", "http"} and gateway.mqttsn_port > 0
+    gateway.stop()
+    off = gateway_factory("[mqttsn]\nenabled = false\n", name="off")
+    assert set(off.endpoints) == {"mqtt", "http"}

@@ -1,0 +1,404 @@
+"""The MQTT-SN gateway: every MQTT-SN client is a session of the broker, like an MQTT connection.
+
+So a PUBLISH to `db/append/<TABLE>` goes through the broker's publish hooks (stored before it is acknowledged),
+subscriptions match what MQTT clients publish, and MQTT clients receive what MQTT-SN clients publish. This module
+holds the per-client protocol logic; the transports (transports.py) only move datagrams, addressed by an opaque
+hashable address (a UDP (host, port), a serial node id).
+
+What this first version covers: CONNECT with the will prompts (§6.2), REGISTER both ways (§6.5, §6.10), PUBLISH
+at QoS -1 (pre-defined ids and short names from any address, §6.8), 0, 1 and 2 both ways, pre-defined and short
+topic ids (§6.7), SUBSCRIBE / UNSUBSCRIBE (§6.9), PINGREQ (§6.11), DISCONNECT (§6.6), SEARCHGW (§6.1). Still to
+come: keep-alive supervision and the will on a lost client, sleeping clients (§6.14), retransmission timers (§6.13),
+registrations kept across restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+
+from gateway.mqtt.broker import Broker, ClientInfo, PublishRejected
+from gateway.mqtt.codec import Subscription
+from gateway.mqtt.session import NEVER_EXPIRES, Delivery, Message, Session
+from gateway.mqtt.topics import filter_error, topic_name_error
+from gateway.mqttsn import codec
+from gateway.mqttsn.codec import ReturnCode, TopicIdType
+
+log = logging.getLogger("gateway.mqttsn")
+
+Address = Hashable
+Send = Callable[[bytes, Address], None]
+# Topic ids the gateway hands out; 0x0000 and 0xFFFF are reserved (§5.3.11).
+_FIRST_TOPIC_ID, _LAST_TOPIC_ID = 1, 0xFFFE
+
+
+@dataclass(slots=True)
+class SnSettings:
+    gateway_id: int = 1
+    predefined: dict[int, str] = field(default_factory=dict)  # topic id -> topic name, for every client
+    max_clients: int = 1000
+    max_inflight: int = 8  # unacknowledged QoS 1/2 messages sent to one client (small radios, small buffers)
+    max_message_size: int = 1024  # larger deliveries are dropped, as MQTT's Maximum Packet Size does
+
+
+class SnClient:
+    """One MQTT-SN client: its topic registrations, its pending will, and the Outlet its broker session sends to."""
+
+    __slots__ = (
+        "_gateway",
+        "_next_msg_id",
+        "_next_topic_id",
+        "address",
+        "clean_session",
+        "client_id",
+        "ids",
+        "info",
+        "names",
+        "receive_maximum",
+        "session",
+        "will",
+        "will_pending",
+    )
+
+    def __init__(self, gateway: SnGateway, address: Address, connect: codec.Connect) -> None:
+        self._gateway = gateway
+        self.address = address
+        self.client_id = connect.client_id
+        self.clean_session = connect.clean_session
+        self.receive_maximum = gateway.settings.max_inflight
+        self.names: dict[int, str] = {}  # registered topic id -> name
+        self.ids: dict[str, int] = {}  # name -> registered topic id
+        self._next_topic_id = _FIRST_TOPIC_ID
+        self._next_msg_id = 1
+        self.session: Session | None = None
+        self.info = ClientInfo(connect.client_id, None, "mqtt-sn", str(address))
+        self.will: Message | None = None
+        self.will_pending: codec.WillTopic | None = None  # during the will prompts of CONNECT
+
+    # -- Outlet, for the broker session -------------------------------------------------------------------
+
+    @property
+    def writable(self) -> bool:
+        return True
+
+    def send_publish(self, delivery: Delivery, dup: bool) -> bool:
+        message = delivery.message
+        topic_id, kind = self._topic_id_for(message.topic)
+        packet = codec.Publish(topic_id, delivery.packet_id, message.payload, delivery.qos, kind, dup, delivery.retain)
+        data = codec.encode(packet)
+        if len(data) > self._gateway.settings.max_message_size:
+            return False
+        self._gateway.send(data, self.address)
+        return True
+
+    def send_pubrel(self, packet_id: int) -> None:
+        self.send(codec.PubRel(packet_id))
+
+    # -- topics ---------------------------------------------------------------------------------------------------
+
+    def _topic_id_for(self, topic: str) -> tuple[int, TopicIdType]:
+        predefined = self._gateway.predefined_ids.get(topic)
+        if predefined is not None:
+            return predefined, TopicIdType.PREDEFINED
+        if len(topic.encode()) == 2:
+            return codec.short_topic_id(topic), TopicIdType.SHORT
+        topic_id = self.ids.get(topic)
+        if topic_id is None:
+            # §6.10: the client learns a topic it receives through a wildcard before its first PUBLISH.
+            topic_id = self.register(topic)
+            self.send(codec.Register(topic_id, self.next_msg_id(), topic))
+        return topic_id, TopicIdType.NORMAL
+
+    def register(self, name: str) -> int:
+        """The id of `name` for this client, registered now if new."""
+        existing = self.ids.get(name)
+        if existing is not None:
+            return existing
+        predefined = self._gateway.settings.predefined
+        topic_id = self._next_topic_id
+        while topic_id in self.names or topic_id in predefined:
+            topic_id = topic_id % _LAST_TOPIC_ID + 1
+        self._next_topic_id = topic_id % _LAST_TOPIC_ID + 1
+        self.names[topic_id] = name
+        self.ids[name] = topic_id
+        return topic_id
+
+    def topic_name(self, topic_id: int, kind: TopicIdType) -> str | None:
+        """The topic a PUBLISH names, or None when the id is unknown."""
+        if kind == TopicIdType.NORMAL:
+            return self.names.get(topic_id)
+        return self._gateway.topic_name(topic_id, kind)
+
+    def next_msg_id(self) -> int:
+        msg_id = self._next_msg_id
+        self._next_msg_id = msg_id % 0xFFFF + 1
+        return msg_id
+
+    def send(self, message: codec.Message) -> None:
+        self._gateway.send(codec.encode(message), self.address)
+
+
+@dataclass(slots=True)
+class SnStats:
+    received: int = 0
+    malformed: int = 0
+    connected: int = 0
+
+
+class SnGateway:
+    """Decodes datagrams, keeps the clients by address, and joins them to the broker."""
+
+    def __init__(self, broker: Broker, send: Send, settings: SnSettings | None = None) -> None:
+        self.broker = broker
+        self.send = send
+        self.settings = settings or SnSettings()
+        self.predefined_ids = {name: topic_id for topic_id, name in self.settings.predefined.items()}
+        self.clients: dict[Address, SnClient] = {}
+        self.stats = SnStats()
+
+    def topic_name(self, topic_id: int, kind: TopicIdType) -> str | None:
+        if kind == TopicIdType.PREDEFINED:
+            return self.settings.predefined.get(topic_id)
+        try:
+            return codec.short_topic_name(topic_id)
+        except ValueError:
+            return None
+
+    # -- datagrams in ---------------------------------------------------------------------------------------------
+
+    def received(self, data: bytes, address: Address) -> None:
+        self.stats.received += 1
+        try:
+            message = codec.decode(data)
+        except codec.MalformedMessage as exc:
+            self.stats.malformed += 1
+            log.warning("MQTT-SN datagram from %s dropped: %s", address, exc.reason)
+            return
+        client = self.clients.get(address)
+        if isinstance(message, codec.Connect):
+            self._on_connect(address, message)
+        elif isinstance(message, codec.SearchGw):
+            self.send(codec.encode(codec.GwInfo(self.settings.gateway_id)), address)
+        elif isinstance(message, codec.Publish) and message.qos == -1:
+            self._on_publish_qos_minus_one(address, message)
+        elif client is None:
+            log.info(
+                "MQTT-SN %s from %s, which is not connected: answered with DISCONNECT", type(message).__name__, address
+            )
+            self.send(codec.encode(codec.Disconnect()), address)
+        elif client.will_pending is not None or client.session is None:
+            self._on_will_prompt(client, message)
+        else:
+            self._dispatch(client, message)
+
+    def _dispatch(self, client: SnClient, message: codec.Message) -> None:
+        session = client.session
+        assert session is not None
+        if isinstance(message, codec.Publish):
+            self._on_publish(client, session, message)
+        elif isinstance(message, codec.Register):
+            self._on_register(client, message)
+        elif isinstance(message, codec.RegAck):
+            pass  # the PUBLISH that needed it went out behind the REGISTER
+        elif isinstance(message, codec.PubAck):
+            session.acknowledged(message.msg_id, 1)
+        elif isinstance(message, codec.PubRec):
+            if session.received(message.msg_id, False):
+                client.send(codec.PubRel(message.msg_id))
+        elif isinstance(message, codec.PubComp):
+            session.acknowledged(message.msg_id, 2)
+        elif isinstance(message, codec.PubRel):
+            session.qos2_released(message.msg_id)
+            client.send(codec.PubComp(message.msg_id))
+        elif isinstance(message, codec.Subscribe):
+            self._on_subscribe(client, session, message)
+        elif isinstance(message, codec.Unsubscribe):
+            self._on_unsubscribe(client, session, message)
+        elif isinstance(message, codec.PingReq):
+            client.send(codec.PingResp())
+        elif isinstance(message, codec.Disconnect):
+            client.send(codec.Disconnect())
+            self._end(client, will=False)
+        else:
+            log.info("MQTT-SN client %s: %s ignored", client.client_id, type(message).__name__)
+
+    # -- connecting ---------------------------------------------------------------------------------------------
+
+    def _on_connect(self, address: Address, connect: codec.Connect) -> None:
+        if connect.protocol_id != 0x01:
+            self.send(codec.encode(codec.ConnAck(ReturnCode.NOT_SUPPORTED)), address)
+            return
+        previous = self.clients.pop(address, None)
+        if previous is not None and previous.session is not None:
+            self._end(previous, will=False, forget=False)
+        if len(self.clients) >= self.settings.max_clients:
+            self.send(codec.encode(codec.ConnAck(ReturnCode.CONGESTION)), address)
+            return
+        client = SnClient(self, address, connect)
+        self.clients[address] = client
+        if connect.will:
+            client.will_pending = codec.WillTopic()
+            client.send(codec.WillTopicReq())
+        else:
+            self._attach(client)
+
+    def _on_will_prompt(self, client: SnClient, message: codec.Message) -> None:
+        if isinstance(message, codec.WillTopic):
+            client.will_pending = message
+            client.send(codec.WillMsgReq())
+        elif isinstance(message, codec.WillMsg) and client.will_pending is not None:
+            will = client.will_pending
+            if will.topic and topic_name_error(will.topic) is None:
+                client.will = Message(will.topic, message.data, will.qos, will.retain, sender=client.client_id)
+            client.will_pending = None
+            self._attach(client)
+        else:
+            log.info("MQTT-SN client %s: %s during CONNECT ignored", client.client_id, type(message).__name__)
+
+    def _attach(self, client: SnClient) -> None:
+        broker = self.broker
+        existing = broker.sessions.get(client.client_id)
+        if existing is not None and existing.connection is not None:
+            take_over = getattr(existing.connection, "taken_over", None)
+            if take_over is not None:
+                take_over()
+            elif isinstance(existing.connection, SnClient):
+                self._end(existing.connection, will=False, forget=True)
+        expiry = 0 if client.clean_session else NEVER_EXPIRES
+        session, present = broker.attach(client.client_id, client.clean_session, expiry, None)
+        client.session = session
+        session.connection = client
+        self.stats.connected += 1
+        client.send(codec.ConnAck(ReturnCode.ACCEPTED))
+        log.info(
+            "MQTT-SN client %s connected from %s (%s session)",
+            client.client_id,
+            client.address,
+            "resumed" if present else "new",
+        )
+        if present:
+            session.resend_inflight()
+
+    def _end(self, client: SnClient, *, will: bool, forget: bool = True) -> None:
+        session = client.session
+        if forget:
+            self.clients.pop(client.address, None)
+        if session is None:
+            return
+        client.session = None
+        if session.connection is client:
+            self.stats.connected -= 1
+            self.broker.detach(session, client.will if will else None, 0)
+
+    # -- publishing -----------------------------------------------------------------------------------------------
+
+    def _on_publish(self, client: SnClient, session: Session, publish: codec.Publish) -> None:
+        topic = client.topic_name(publish.topic_id, publish.topic_id_type)
+        if topic is None or topic_name_error(topic) is not None:
+            # §5.4.13: PUBACK with "invalid topic id", echoing the TopicId as it arrived.
+            client.send(codec.PubAck(publish.topic_id, publish.msg_id, ReturnCode.INVALID_TOPIC_ID))
+            return
+        if publish.qos == 2 and publish.msg_id in session.incoming_qos2:
+            client.send(codec.PubRec(publish.msg_id))  # a resent QoS 2 message is acknowledged, not delivered again
+            return
+        message = Message(topic, publish.data, publish.qos, publish.retain, sender=client.client_id)
+        if not self.broker.hooks_for(topic):
+            self._published(client, session, publish, message, None)
+            return
+        done = self.broker.start_hooks(message, client.info)
+        if done is None:
+            self._published(client, session, publish, message, None)
+            return
+        if publish.qos == 2:
+            session.incoming_qos2[publish.msg_id] = done
+        done.add_done_callback(
+            lambda future: self._published(
+                client,
+                session,
+                publish,
+                message,
+                asyncio.CancelledError() if future.cancelled() else future.exception(),
+            )
+        )
+
+    def _published(
+        self,
+        client: SnClient,
+        session: Session,
+        publish: codec.Publish,
+        message: Message,
+        error: BaseException | None,
+    ) -> None:
+        """The hooks are done: route the message and acknowledge it, or refuse it with a return code."""
+        code = ReturnCode.ACCEPTED
+        if error is None:
+            self.broker.route(message)
+            if publish.qos == 2:
+                session.qos2_accepted(publish.msg_id)
+        else:
+            retry = isinstance(error, PublishRejected) and error.retry
+            reason = error.reason if isinstance(error, PublishRejected) else str(error)
+            log.warning("MQTT-SN client %s: message on %r rejected: %s", client.client_id, message.topic, reason)
+            self.broker.stats.publish_rejected += 1
+            session.incoming_qos2.pop(publish.msg_id, None)
+            # §5.3.10 has no "bad payload": congestion tells the client to try again later, "not supported" not to.
+            code = ReturnCode.CONGESTION if retry else ReturnCode.NOT_SUPPORTED
+        if publish.qos == 1 or (publish.qos == 2 and code != ReturnCode.ACCEPTED):
+            client.send(codec.PubAck(publish.topic_id, publish.msg_id, code))
+        elif publish.qos == 2:
+            client.send(codec.PubRec(publish.msg_id))
+
+    def _on_publish_qos_minus_one(self, address: Address, publish: codec.Publish) -> None:
+        """§6.8: from anyone, connected or not, with a pre-defined id or a short name; nothing is answered."""
+        topic = self.topic_name(publish.topic_id, publish.topic_id_type)
+        if publish.topic_id_type == TopicIdType.NORMAL or topic is None or topic_name_error(topic) is not None:
+            log.info("MQTT-SN QoS -1 publish from %s to an unknown topic id %d dropped", address, publish.topic_id)
+            return
+        message = Message(topic, publish.data, 0, publish.retain)
+        self.broker.publish_internal(message)
+
+    def _on_register(self, client: SnClient, register: codec.Register) -> None:
+        name = register.topic_name
+        if not name or topic_name_error(name) is not None:
+            client.send(codec.RegAck(0, register.msg_id, ReturnCode.INVALID_TOPIC_ID))
+            return
+        client.send(codec.RegAck(client.register(name), register.msg_id, ReturnCode.ACCEPTED))
+
+    # -- subscribing ----------------------------------------------------------------------------------------------
+
+    def _filter(self, client: SnClient, topic: str | int, kind: TopicIdType) -> str | None:
+        if isinstance(topic, str):
+            return topic if topic and filter_error(topic) is None else None
+        return self.topic_name(topic, kind)
+
+    def _on_subscribe(self, client: SnClient, session: Session, subscribe: codec.Subscribe) -> None:
+        topic_filter = self._filter(client, subscribe.topic, subscribe.topic_id_type)
+        if topic_filter is None:
+            client.send(codec.SubAck(0, subscribe.msg_id, ReturnCode.INVALID_TOPIC_ID))
+            return
+        code, new = self.broker.subscribe(session, Subscription(topic_filter, subscribe.qos), None)
+        if code >= 0x80:
+            client.send(codec.SubAck(0, subscribe.msg_id, ReturnCode.NOT_SUPPORTED))
+            return
+        topic_id = 0
+        if subscribe.topic_id_type == TopicIdType.PREDEFINED and isinstance(subscribe.topic, int):
+            topic_id = subscribe.topic
+        elif subscribe.topic_id_type == TopicIdType.NORMAL and not any(c in topic_filter for c in "+#"):
+            topic_id = client.register(topic_filter)  # §5.4.16: a topic name gets its id in the SUBACK
+        self.broker.save_subscriptions(session)
+        client.send(codec.SubAck(topic_id, subscribe.msg_id, ReturnCode.ACCEPTED, code))
+        self.broker.send_retained(session, topic_filter, new)
+
+    def _on_unsubscribe(self, client: SnClient, session: Session, unsubscribe: codec.Unsubscribe) -> None:
+        topic_filter = self._filter(client, unsubscribe.topic, unsubscribe.topic_id_type)
+        if topic_filter is not None:
+            self.broker.unsubscribe(session, topic_filter)
+            self.broker.save_subscriptions(session)
+        client.send(codec.UnsubAck(unsubscribe.msg_id))
+
+    def stop(self) -> None:
+        """The gateway is stopping: sessions are detached without their wills (a restart follows)."""
+        for client in list(self.clients.values()):
+            self._end(client, will=False)
