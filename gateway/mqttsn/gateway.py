@@ -5,17 +5,18 @@ subscriptions match what MQTT clients publish, and MQTT clients receive what MQT
 holds the per-client protocol logic; the transports (transports.py) only move datagrams, addressed by an opaque
 hashable address (a UDP (host, port), a serial node id).
 
-What this first version covers: CONNECT with the will prompts (§6.2), REGISTER both ways (§6.5, §6.10), PUBLISH
-at QoS -1 (pre-defined ids and short names from any address, §6.8), 0, 1 and 2 both ways, pre-defined and short
-topic ids (§6.7), SUBSCRIBE / UNSUBSCRIBE (§6.9), PINGREQ (§6.11), DISCONNECT (§6.6), SEARCHGW (§6.1). Still to
-come: keep-alive supervision and the will on a lost client, sleeping clients (§6.14), retransmission timers (§6.13),
-registrations kept across restarts.
+Covered: CONNECT with the will prompts (§6.2), REGISTER both ways (§6.5, §6.10), PUBLISH at QoS -1 (pre-defined
+ids and short names from any address, §6.8), 0, 1 and 2 both ways, pre-defined and short topic ids (§6.7),
+SUBSCRIBE / UNSUBSCRIBE (§6.9), keep-alive with the will of a lost client (§6.11), sleeping clients (§6.14),
+DISCONNECT (§6.6), SEARCHGW (§6.1). Still to come: retransmission timers (§6.13), registrations kept across
+restarts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
@@ -51,13 +52,17 @@ class SnClient:
         "_next_msg_id",
         "_next_topic_id",
         "address",
+        "asleep",
         "clean_session",
         "client_id",
         "ids",
         "info",
+        "keepalive",
+        "last_seen",
         "names",
         "receive_maximum",
         "session",
+        "timer",
         "will",
         "will_pending",
     )
@@ -76,6 +81,10 @@ class SnClient:
         self.info = ClientInfo(connect.client_id, None, "mqtt-sn", str(address))
         self.will: Message | None = None
         self.will_pending: codec.WillTopic | None = None  # during the will prompts of CONNECT
+        self.keepalive = connect.duration  # seconds; while asleep, the sleep duration (§6.14)
+        self.asleep = False
+        self.last_seen = time.monotonic()
+        self.timer: asyncio.TimerHandle | None = None
 
     # -- Outlet, for the broker session -------------------------------------------------------------------
 
@@ -177,12 +186,16 @@ class SnGateway:
             log.warning("MQTT-SN datagram from %s dropped: %s", address, exc.reason)
             return
         client = self.clients.get(address)
+        if client is not None:
+            client.last_seen = time.monotonic()
         if isinstance(message, codec.Connect):
             self._on_connect(address, message)
         elif isinstance(message, codec.SearchGw):
             self.send(codec.encode(codec.GwInfo(self.settings.gateway_id)), address)
         elif isinstance(message, codec.Publish) and message.qos == -1:
             self._on_publish_qos_minus_one(address, message)
+        elif client is not None and client.asleep:
+            self._while_asleep(client, message)
         elif client is None:
             log.info(
                 "MQTT-SN %s from %s, which is not connected: answered with DISCONNECT", type(message).__name__, address
@@ -220,7 +233,10 @@ class SnGateway:
             client.send(codec.PingResp())
         elif isinstance(message, codec.Disconnect):
             client.send(codec.Disconnect())
-            self._end(client, will=False)
+            if message.duration:
+                self._fall_asleep(client, session, message.duration)
+            else:
+                self._end(client, will=False)
         else:
             log.info("MQTT-SN client %s: %s ignored", client.client_id, type(message).__name__)
 
@@ -270,6 +286,7 @@ class SnGateway:
         session, present = broker.attach(client.client_id, client.clean_session, expiry, None)
         client.session = session
         session.connection = client
+        session.queue_qos0 = broker.settings.queue_qos0_messages  # a sleep may have changed it
         self.stats.connected += 1
         client.send(codec.ConnAck(ReturnCode.ACCEPTED))
         log.info(
@@ -278,19 +295,67 @@ class SnGateway:
             client.address,
             "resumed" if present else "new",
         )
+        self._supervise(client)
         if present:
             session.resend_inflight()
 
     def _end(self, client: SnClient, *, will: bool, forget: bool = True) -> None:
         session = client.session
-        if forget:
+        if client.timer is not None:
+            client.timer.cancel()
+            client.timer = None
+        if forget and self.clients.get(client.address) is client:
             self.clients.pop(client.address, None)
         if session is None:
             return
         client.session = None
-        if session.connection is client:
+        if session.connection is client or client.asleep:
             self.stats.connected -= 1
             self.broker.detach(session, client.will if will else None, 0)
+
+    # -- keep-alive and sleep (§6.11, §6.14) ----------------------------------------------------------------------
+
+    def _supervise(self, client: SnClient) -> None:
+        """A client silent for 1.5 times its keep-alive (or its sleep duration) is lost, and its will published."""
+        if client.timer is not None:
+            client.timer.cancel()
+            client.timer = None
+        if not client.keepalive:
+            return
+        limit = client.keepalive * 1.5
+        due = client.last_seen + limit - time.monotonic()
+        if due <= 0:
+            log.info("MQTT-SN client %s (%s) lost: silent for %.0f s", client.client_id, client.address, limit)
+            self._end(client, will=True)
+            return
+        client.timer = asyncio.get_running_loop().call_later(due, self._supervise, client)
+
+    def _fall_asleep(self, client: SnClient, session: Session, duration: int) -> None:
+        """§6.14: the session stays, messages for it are buffered (QoS 0 too) until the client wakes."""
+        client.asleep = True
+        client.keepalive = duration
+        session.connection = None
+        session.queue_qos0 = True
+        self.broker.set_expiry(session, max(session.expiry_interval, int(duration * 1.5) + 1))
+        self._supervise(client)
+        log.info("MQTT-SN client %s asleep for %d s", client.client_id, duration)
+
+    def _while_asleep(self, client: SnClient, message: codec.Message) -> None:
+        session = client.session
+        assert session is not None
+        if isinstance(message, codec.PingReq):
+            # Awake for a moment: the buffered messages go out, then PINGRESP tells the client it may sleep again.
+            session.connection = client
+            session.resend_inflight()
+            session.connection = None
+            client.send(codec.PingResp())
+        elif isinstance(message, codec.Disconnect) and not message.duration:
+            client.send(codec.Disconnect())
+            self._end(client, will=False)
+        elif isinstance(message, codec.PubAck | codec.PubRec | codec.PubComp | codec.RegAck):
+            self._dispatch(client, message)  # answers to what was sent while it was awake
+        else:
+            log.info("MQTT-SN client %s is asleep: %s ignored", client.client_id, type(message).__name__)
 
     # -- publishing -----------------------------------------------------------------------------------------------
 

@@ -128,3 +128,53 @@ def test_searchgw_gets_gwinfo_and_bad_datagrams_change_nothing(gateway: Gateway,
     sn.send(codec.Connect("survivor", 60))
     assert sn.receive() == codec.ConnAck(ReturnCode.ACCEPTED)
     assert "MQTT-SN datagram from" in gateway.log()
+
+
+def test_a_client_silent_past_its_keepalive_is_lost_and_its_will_published(
+    gateway: Gateway, sn: SnClient, clients: list[Client]
+) -> None:
+    """§6.2 will prompts, §6.11: 1.5 x the keep-alive without a message and the will goes out."""
+    watcher = Client(gateway.mqtt_port, "will-watcher")
+    clients.append(watcher)
+    watcher.subscribe("wills/#", 1)
+    sn.send(codec.Connect("mortal", 1, will=True))
+    assert sn.receive() == codec.WillTopicReq()
+    sn.send(codec.WillTopic("wills/mortal", 1))
+    assert sn.receive() == codec.WillMsgReq()
+    sn.send(codec.WillMsg(b"gone"))
+    assert sn.receive() == codec.ConnAck(ReturnCode.ACCEPTED)
+    watcher.expect_none(0.8)  # alive within its keep-alive
+    message = watcher.expect(timeout=5)
+    assert (message.topic, message.payload) == ("wills/mortal", b"gone")
+    assert "lost" in gateway.log()
+
+
+def test_a_sleeping_client_gets_what_was_buffered_when_it_wakes_then_pingresp(
+    gateway: Gateway, sn: SnClient, clients: list[Client]
+) -> None:
+    """§6.14: DISCONNECT with a duration: messages wait (QoS 0 too); PINGREQ with the client id wakes it: the
+    buffered PUBLISHes, then PINGRESP."""
+    sn.send(codec.Connect("sleeper", 60, clean_session=False))
+    assert sn.receive() == codec.ConnAck(ReturnCode.ACCEPTED)
+    sn.send(codec.Subscribe(1, "cmd/sleeper", qos=1))
+    suback = sn.receive()
+    assert isinstance(suback, codec.SubAck) and suback.topic_id != 0  # a plain name gets its id in the SUBACK
+    sn.send(codec.Disconnect(600))
+    assert sn.receive() == codec.Disconnect()
+    paho = Client(gateway.mqtt_port, "commander")
+    clients.append(paho)
+    paho.publish("cmd/sleeper", b"on", 1)
+    paho.publish("cmd/sleeper", b"off", 0)
+    assert sn.nothing(0.5)  # asleep: nothing is sent
+    sn.send(codec.PingReq("sleeper"))
+    got = [sn.receive() for _ in range(3)]
+    assert [(type(m).__name__, getattr(m, "data", None)) for m in got] == [
+        ("Publish", b"on"),
+        ("Publish", b"off"),
+        ("PingResp", None),
+    ]
+    first = got[0]
+    assert isinstance(first, codec.Publish) and first.topic_id == suback.topic_id and first.qos == 1
+    sn.send(codec.PubAck(first.topic_id, first.msg_id, ReturnCode.ACCEPTED))
+    sn.send(codec.PingReq("sleeper"))
+    assert sn.receive() == codec.PingResp()  # nothing left: acknowledged while "awake"
