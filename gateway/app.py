@@ -145,7 +145,8 @@ class Gateway:
         sn = self.config.mqttsn
         if sn.enabled:
             self._udp, port = await open_udp(self.config.gateway.bind, sn.port, self._mqttsn_datagram)
-            settings = SnSettings(sn.gateway_id, {}, sn.max_clients, sn.max_inflight, sn.max_message_size)
+            predefined = {int(topic_id): name for topic_id, name in sn.predefined_topics.items()}
+            settings = SnSettings(sn.gateway_id, predefined, sn.max_clients, sn.max_inflight, sn.max_message_size)
             self.mqttsn = SnGateway(self.broker, self._udp.send, settings)
             self.endpoints.append(("mqtt-sn", self.config.gateway.bind, port))
         http = self.config.http

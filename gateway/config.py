@@ -27,7 +27,10 @@ def _opt(
     maximum: float | None = None,
     choices: tuple[str, ...] | None = None,
 ) -> Any:
-    return field(default=default, metadata={"doc": doc, "min": minimum, "max": maximum, "choices": choices})
+    metadata = {"doc": doc, "min": minimum, "max": maximum, "choices": choices}
+    if isinstance(default, dict):  # a table in TOML; each Config gets its own copy
+        return field(default_factory=lambda: dict(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass(slots=True)
@@ -173,6 +176,10 @@ class MqttSnOptions:
     max_message_size: int = _opt(
         1024, "Largest MQTT-SN message sent to a client; larger deliveries are dropped.", minimum=16, maximum=65535
     )
+    predefined_topics: dict[str, str] = _opt(  # noqa: RUF009 - a field with a default_factory
+        {},
+        'Pre-defined topic ids that every client may use without REGISTER (§6.7): { 1 = "db/append/SENSORS" }.',
+    )
 
 
 @dataclass(slots=True)
@@ -213,9 +220,8 @@ _SECTIONS = {f.name: f for f in fields(Config) if f.name != "source"}
 
 
 def _check_value(where: str, spec: Any, value: Any) -> Any:
-    expected = (
-        spec.type if isinstance(spec.type, type) else {"str": str, "int": int, "bool": bool, "float": float}[spec.type]
-    )
+    types = {"str": str, "int": int, "bool": bool, "float": float, "dict[str, str]": dict}
+    expected = spec.type if isinstance(spec.type, type) else types[spec.type]
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
@@ -256,6 +262,12 @@ def _check_consistency(config: Config) -> None:
         raise ConfigError(f"{config.source}: [mqtt] tls = true needs certfile and keyfile")
     if mqtt.require_certificate and not mqtt.cafile:
         raise ConfigError(f"{config.source}: [mqtt] require_certificate = true needs cafile")
+    for key, topic in config.mqttsn.predefined_topics.items():
+        where = f"{config.source}: [mqttsn] predefined_topics {key!r}"
+        if not key.isdigit() or not 1 <= int(key) <= 0xFFFE:
+            raise ConfigError(f"{where}: a topic id is a number from 1 to 65534")
+        if not isinstance(topic, str) or not topic or any(c in topic for c in "+#"):
+            raise ConfigError(f'{where}: give a topic name (no wildcards), like "db/append/SENSORS"')
 
 
 def load(path: Path | None) -> Config:
@@ -281,6 +293,8 @@ def _toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{key} = {_toml_value(item)}" for key, item in value.items()) + " }" if value else "{}"
     return repr(value)
 
 

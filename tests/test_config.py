@@ -36,6 +36,11 @@ def test_documented_defaults_parse_back_to_the_defaults() -> None:
         ("mqtt = 3\n", "mqtt must be a table"),
         ("[mqtt]\ntls = true\n", "tls = true needs certfile and keyfile"),
         ("[mqtt]\nport = \n", "not valid TOML"),
+        ('[mqttsn]\npredefined_topics = "a"\n', "[mqttsn] predefined_topics: expected dict, got str"),
+        ('[mqttsn]\npredefined_topics = { x = "a/b" }\n', "predefined_topics 'x': a topic id is a number from 1"),
+        ('[mqttsn]\npredefined_topics = { 65535 = "a/b" }\n', "a topic id is a number from 1 to 65534"),
+        ('[mqttsn]\npredefined_topics = { 1 = "a/#" }\n', "give a topic name (no wildcards)"),
+        ("[mqttsn]\npredefined_topics = { 1 = 2 }\n", "give a topic name (no wildcards)"),
     ],
 )
 def test_bad_values_are_refused_naming_file_key_and_reason(tmp_path: Path, text: str, expected: str) -> None:

@@ -10,14 +10,14 @@ import json
 import socket
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from gateway.mqttsn import codec
 from gateway.mqttsn.codec import ReturnCode, TopicIdType
-from tests.conftest import Client, Gateway
+from tests.conftest import Client, Gateway, wait_until
 
 T0 = 1_700_000_000_000_000_000
 
@@ -178,3 +178,20 @@ def test_a_sleeping_client_gets_what_was_buffered_when_it_wakes_then_pingresp(
     sn.send(codec.PubAck(first.topic_id, first.msg_id, ReturnCode.ACCEPTED))
     sn.send(codec.PingReq("sleeper"))
     assert sn.receive() == codec.PingResp()  # nothing left: acknowledged while "awake"
+
+
+def test_qos_minus_one_with_a_predefined_id_is_stored_from_a_client_that_never_connected(
+    gateway_factory: Callable[..., Gateway],
+) -> None:
+    """§6.8: a device that only sends (no CONNECT, no answer expected) to a pre-defined topic id from the config."""
+    gateway = gateway_factory('[mqttsn]\npredefined_topics = { 7 = "db/append/SNONEWAY" }\n')
+    sn = SnClient(gateway.mqttsn_port)
+    try:
+        reading = json.dumps(["door", T0, 1]).encode()
+        sn.send(codec.Publish(7, 0, reading, qos=-1, topic_id_type=TopicIdType.PREDEFINED))
+        sn.send(codec.Publish(8, 0, reading, qos=-1, topic_id_type=TopicIdType.PREDEFINED))  # not configured
+        assert sn.nothing()  # QoS -1 is never answered
+        assert wait_until(lambda: rows(gateway, "select name, time, value from snoneway") == [["door", T0, 1.0]])
+        assert "unknown topic id 8" in gateway.log()
+    finally:
+        sn.close()
