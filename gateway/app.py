@@ -25,7 +25,7 @@ from gateway.mqtt.connection import ConnectionLimits
 from gateway.mqtt.persist import BrokerState
 from gateway.mqtt.server import Listener, MqttServer
 from gateway.mqttsn.gateway import Address, SnGateway, SnSettings
-from gateway.mqttsn.transports import UdpEndpoint, open_udp
+from gateway.mqttsn.transports import SerialAddress, SerialEndpoint, UdpEndpoint, open_udp
 from gateway.store import database as store
 from gateway.store.backup import backup_archive, scratch_dir
 from gateway.store.database import Retention, TimeSeriesStore
@@ -135,6 +135,7 @@ class Gateway:
         self.http: HttpServer | None = None
         self.mqttsn: SnGateway | None = None
         self._udp: UdpEndpoint | None = None
+        self._serial: SerialEndpoint | None = None
 
     async def start(self) -> None:
         await self.broker.start()
@@ -147,8 +148,13 @@ class Gateway:
             self._udp, port = await open_udp(self.config.gateway.bind, sn.port, self._mqttsn_datagram)
             predefined = {int(topic_id): name for topic_id, name in sn.predefined_topics.items()}
             settings = SnSettings(sn.gateway_id, predefined, sn.max_clients, sn.max_inflight, sn.max_message_size)
-            self.mqttsn = SnGateway(self.broker, self._udp.send, settings)
+            self.mqttsn = SnGateway(self.broker, self._mqttsn_send, settings)
             self.endpoints.append(("mqtt-sn", self.config.gateway.bind, port))
+            if sn.serial_device:
+                self._serial = SerialEndpoint(
+                    sn.serial_device, sn.serial_baudrate, sn.serial_framing, self._mqttsn_datagram
+                )
+                self._serial.open()
         http = self.config.http
         # /db/watch streams: the store tells the hub of every stored batch; each stream holds an HTTP thread.
         watch = WatchHub(max_watchers=THREADS - 2)
@@ -166,6 +172,13 @@ class Gateway:
         self.endpoints.append(("http", *self.http.start()))
         log.info("gateway %s, data in %s, config from %s", __version__, self.config.data_path(), self.config.source)
         log.info("listening %s", " ".join(f"{name}={host}:{port}" for name, host, port in self.endpoints))
+
+    def _mqttsn_send(self, data: bytes, address: Address) -> None:
+        if isinstance(address, SerialAddress):
+            if self._serial is not None:
+                self._serial.send(data, address)
+        elif self._udp is not None:
+            self._udp.send(data, address)
 
     def _mqttsn_datagram(self, data: bytes, address: Address) -> None:
         if self.mqttsn is not None:
@@ -211,6 +224,8 @@ class Gateway:
             self.mqttsn.stop()
         if self._udp is not None:
             self._udp.close()
+        if self._serial is not None:
+            self._serial.close()
         await self.mqtt.stop()
         await self.broker.stop()
         if self._retention is not None:

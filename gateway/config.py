@@ -176,6 +176,16 @@ class MqttSnOptions:
     max_message_size: int = _opt(
         1024, "Largest MQTT-SN message sent to a client; larger deliveries are dropped.", minimum=16, maximum=65535
     )
+    serial_device: str = _opt(
+        "", "Serial device of a radio coordinator or MQTT-SN device (e.g. /dev/ttyAMA0, /dev/ttyUSB0); empty: none."
+    )
+    serial_baudrate: int = _opt(9600, "Baud rate of the serial device.", minimum=50, maximum=4_000_000)
+    serial_framing: str = _opt(
+        "length",
+        "How MQTT-SN travels on the serial line: 'length' (frames with their own Length, perhaps in the forwarder "
+        "encapsulation) or 'xbee' (Digi XBee API mode 2, AP=2).",
+        choices=("length", "xbee"),
+    )
     predefined_topics: dict[str, str] = _opt(  # noqa: RUF009 - a field with a default_factory
         {},
         'Pre-defined topic ids that every client may use without REGISTER (§6.7): { 1 = "db/append/SENSORS" }.',

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import cast
 
+import serial
+
+from gateway.mqttsn import codec
+from gateway.mqttsn.framing import BROADCAST_64, LengthFramer, XBeeFramer, encode_tx
 from gateway.mqttsn.gateway import Address
 
 log = logging.getLogger("gateway.mqttsn")
@@ -56,3 +62,136 @@ async def open_udp(host: str, port: int, on_datagram: Callable[[bytes, Address],
         ) from exc
     endpoint.transport = transport  # connection_made may run only after this returns
     return endpoint, int(transport.get_extra_info("sockname")[1])
+
+
+@dataclass(frozen=True, slots=True)
+class SerialAddress:
+    """A client behind a serial line: the device, and the node behind the radio coordinator (the forwarder's
+    Wireless Node Id, or an XBee's 64-bit address); `node` is None for a single device on a plain line."""
+
+    device: str
+    node: bytes | None = None
+    node16: int = 0xFFFE  # XBee: the 16-bit network address the reply goes to (0xFFFE: unknown)
+
+
+class SerialEndpoint:
+    """MQTT-SN over a serial line (pyserial): plain frames with their own Length, each perhaps in the forwarder
+    encapsulation (§5.5), or Digi XBee API mode 2 frames. Read on the event loop (add_reader, no thread); a device
+    that goes away is reopened every `retry` seconds, without a restart."""
+
+    def __init__(
+        self,
+        device: str,
+        baudrate: int,
+        framing: str,
+        on_datagram: Callable[[bytes, Address], None],
+        *,
+        retry: float = 2.0,
+    ) -> None:
+        self.device = device
+        self.baudrate = baudrate
+        self.framing = framing
+        self._on_datagram = on_datagram
+        self._retry = retry
+        self._port: serial.Serial | None = None
+        self._length = LengthFramer()
+        self._xbee = XBeeFramer()
+        self._reopen: asyncio.TimerHandle | None = None
+        self._idle: asyncio.TimerHandle | None = None
+        self._closed = False
+
+    def open(self) -> None:
+        """Open the device now, or keep trying in the background if it is not there (yet)."""
+        try:
+            port = serial.Serial(self.device, self.baudrate, timeout=0, write_timeout=1)
+        except (serial.SerialException, OSError) as exc:
+            log.warning(
+                "MQTT-SN serial %s cannot be opened (%s); trying again every %.0f s", self.device, exc, self._retry
+            )
+            self._reopen = asyncio.get_running_loop().call_later(self._retry, self.open)
+            return
+        self._port = port
+        asyncio.get_running_loop().add_reader(port.fileno(), self._readable)
+        log.info("MQTT-SN serial %s open at %d baud (%s framing)", self.device, self.baudrate, self.framing)
+
+    def _readable(self) -> None:
+        port = self._port
+        assert port is not None
+        try:
+            data = port.read(port.in_waiting or 1)
+        except (serial.SerialException, OSError) as exc:
+            self._lost(exc)
+            return
+        if not data:
+            return
+        if self.framing == "xbee":
+            for rx in self._xbee.feed(data):
+                self._deliver(rx.payload, SerialAddress(self.device, rx.source64, rx.source16))
+            return
+        for frame in self._length.feed(data):
+            self._frame(frame)
+        # A frame cut short by line noise is given up once the line has been quiet for a moment.
+        if self._idle is not None:
+            self._idle.cancel()
+        self._idle = asyncio.get_running_loop().call_later(0.1, self._line_idle) if self._length.buffered else None
+
+    def _line_idle(self) -> None:
+        self._idle = None
+        for frame in self._length.idle():
+            self._frame(frame)
+
+    def _frame(self, frame: bytes) -> None:
+        if len(frame) > 1 and frame[1] == codec.MsgType.ENCAPSULATED:
+            try:
+                wrapped = codec.decode(frame)
+            except codec.MalformedMessage as exc:
+                log.warning("MQTT-SN serial %s: encapsulation dropped: %s", self.device, exc.reason)
+                return
+            assert isinstance(wrapped, codec.Encapsulated)
+            self._deliver(wrapped.inner, SerialAddress(self.device, wrapped.node_id))
+            return
+        self._deliver(frame, SerialAddress(self.device))
+
+    def _deliver(self, data: bytes, address: SerialAddress) -> None:
+        try:
+            self._on_datagram(data, address)
+        except Exception:
+            log.exception("MQTT-SN frame from %s could not be handled", address)
+
+    def send(self, data: bytes, address: SerialAddress) -> None:
+        port = self._port
+        if port is None:
+            return  # the device is away: like a radio out of range, the message is lost (QoS 1/2 will retry)
+        if self.framing == "xbee":
+            frame = encode_tx(data, address.node or BROADCAST_64, address.node16)
+        elif address.node is not None:
+            frame = codec.encode(codec.Encapsulated(0, address.node, data))
+        else:
+            frame = data
+        try:
+            port.write(frame)
+        except (serial.SerialException, OSError) as exc:
+            self._lost(exc)
+
+    def _lost(self, exc: BaseException) -> None:
+        log.warning("MQTT-SN serial %s lost (%s); reopening it every %.0f s", self.device, exc, self._retry)
+        self._close_port()
+        if not self._closed:
+            self._reopen = asyncio.get_running_loop().call_later(self._retry, self.open)
+
+    def _close_port(self) -> None:
+        port, self._port = self._port, None
+        if port is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(port.fileno())
+            with contextlib.suppress(Exception):
+                port.close()
+        self._length = LengthFramer()
+        self._xbee = XBeeFramer()
+
+    def close(self) -> None:
+        self._closed = True
+        for handle in (self._reopen, self._idle):
+            if handle is not None:
+                handle.cancel()
+        self._close_port()
