@@ -24,8 +24,8 @@ from gateway.mqtt.broker import Broker, BrokerSettings
 from gateway.mqtt.connection import ConnectionLimits
 from gateway.mqtt.persist import BrokerState
 from gateway.mqtt.server import Listener, MqttServer
-from gateway.mqttsn.gateway import Address, SnGateway, SnSettings
-from gateway.mqttsn.transports import SerialAddress, SerialEndpoint, UdpEndpoint, open_udp
+from gateway.mqttsn.gateway import Address, SerialAddress, SnGateway, SnSettings
+from gateway.mqttsn.transports import SerialEndpoint, UdpEndpoint, open_udp
 from gateway.store import database as store
 from gateway.store.backup import backup_archive, scratch_dir
 from gateway.store.database import Retention, TimeSeriesStore

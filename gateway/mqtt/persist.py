@@ -167,6 +167,19 @@ class BrokerState:
     def delete_retained(self, topic: str) -> None:
         self._delete(b"r" + topic.encode())
 
+    def put_record(self, kind: bytes, name: str, value: bytes) -> None:
+        """A record that another part of the gateway keeps next to the sessions it belongs to (the MQTT-SN
+        gateway's clients: kind b"n"), written in the same batches."""
+        self._put(b"x" + kind + b"\x00" + name.encode(), value)
+
+    def delete_record(self, kind: bytes, name: str) -> None:
+        self._delete(b"x" + kind + b"\x00" + name.encode())
+
+    def records(self, kind: bytes) -> Iterator[tuple[str, bytes]]:
+        prefix = b"x" + kind + b"\x00"
+        for key, value in self._scan(prefix):
+            yield key[len(prefix) :].decode(), value
+
     def _put(self, key: bytes, value: bytes) -> None:
         self._gather((key, value, None))
 

@@ -15,10 +15,12 @@ restarts.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 from gateway.mqtt.broker import Broker, ClientInfo, PublishRejected
 from gateway.mqtt.codec import Subscription
@@ -31,6 +33,32 @@ log = logging.getLogger("gateway.mqttsn")
 
 Address = Hashable
 Send = Callable[[bytes, Address], None]
+_RECORD_KIND = b"n"  # MQTT-SN client records in the broker state
+
+
+@dataclass(frozen=True, slots=True)
+class SerialAddress:
+    """A client behind a serial line: the device, and the node behind the radio coordinator (the forwarder's
+    Wireless Node Id, or an XBee's 64-bit address); `node` is None for a single device on a plain line."""
+
+    device: str
+    node: bytes | None = None
+    node16: int = 0xFFFE  # XBee: the 16-bit network address the reply goes to (0xFFFE: unknown)
+
+
+def _address_json(address: Address) -> list[object]:
+    if isinstance(address, SerialAddress):
+        return ["serial", address.device, address.node.hex() if address.node else None, address.node16]
+    host, port = cast(tuple[str, int], address)
+    return ["udp", host, port]
+
+
+def _address_from_json(raw: list[Any]) -> Address:
+    if raw[0] == "serial":
+        return SerialAddress(raw[1], bytes.fromhex(raw[2]) if raw[2] else None, raw[3])
+    return (raw[1], raw[2])
+
+
 # Topic ids the gateway hands out; 0x0000 and 0xFFFF are reserved (§5.3.11).
 _FIRST_TOPIC_ID, _LAST_TOPIC_ID = 1, 0xFFFE
 
@@ -67,21 +95,23 @@ class SnClient:
         "will_pending",
     )
 
-    def __init__(self, gateway: SnGateway, address: Address, connect: codec.Connect) -> None:
+    def __init__(
+        self, gateway: SnGateway, address: Address, client_id: str, clean_session: bool, keepalive: int
+    ) -> None:
         self._gateway = gateway
         self.address = address
-        self.client_id = connect.client_id
-        self.clean_session = connect.clean_session
+        self.client_id = client_id
+        self.clean_session = clean_session
         self.receive_maximum = gateway.settings.max_inflight
         self.names: dict[int, str] = {}  # registered topic id -> name
         self.ids: dict[str, int] = {}  # name -> registered topic id
         self._next_topic_id = _FIRST_TOPIC_ID
         self._next_msg_id = 1
         self.session: Session | None = None
-        self.info = ClientInfo(connect.client_id, None, "mqtt-sn", str(address))
+        self.info = ClientInfo(client_id, None, "mqtt-sn", str(address))
         self.will: Message | None = None
         self.will_pending: codec.WillTopic | None = None  # during the will prompts of CONNECT
-        self.keepalive = connect.duration  # seconds; while asleep, the sleep duration (§6.14)
+        self.keepalive = keepalive  # seconds; while asleep, the sleep duration (§6.14)
         self.asleep = False
         self.last_seen = time.monotonic()
         self.timer: asyncio.TimerHandle | None = None
@@ -132,6 +162,7 @@ class SnClient:
         self._next_topic_id = topic_id % _LAST_TOPIC_ID + 1
         self.names[topic_id] = name
         self.ids[name] = topic_id
+        self._gateway.save(self)
         return topic_id
 
     def topic_name(self, topic_id: int, kind: TopicIdType) -> str | None:
@@ -161,11 +192,78 @@ class SnGateway:
 
     def __init__(self, broker: Broker, send: Send, settings: SnSettings | None = None) -> None:
         self.broker = broker
-        self.send = send
+        self._transport_send = send
         self.settings = settings or SnSettings()
         self.predefined_ids = {name: topic_id for topic_id, name in self.settings.predefined.items()}
         self.clients: dict[Address, SnClient] = {}
         self.stats = SnStats()
+        self._restore()
+
+    # -- what survives a restart ---------------------------------------------------------------------------------
+
+    def save(self, client: SnClient) -> None:
+        """Keep a connected or sleeping client's address, topic ids, will and sleep with its session, so that it
+        goes on after a gateway restart without connecting again (other gateways lose the topic ids)."""
+        state = self.broker.state
+        if state is None or client.session is None:
+            return
+        will = client.will
+        record = {
+            "address": _address_json(client.address),
+            "clean": client.clean_session,
+            "keepalive": client.keepalive,
+            "asleep": client.asleep,
+            "topics": {str(topic_id): name for topic_id, name in client.names.items()},
+            "will": [will.topic, will.payload.hex(), will.qos, will.retain] if will else None,
+        }
+        state.put_record(_RECORD_KIND, client.client_id, json.dumps(record).encode())
+
+    def _forget(self, client: SnClient) -> None:
+        if self.broker.state is not None:
+            self.broker.state.delete_record(_RECORD_KIND, client.client_id)
+
+    def _restore(self) -> None:
+        state = self.broker.state
+        if state is None:
+            return
+        for client_id, raw in list(state.records(_RECORD_KIND)):
+            session = self.broker.sessions.get(client_id)
+            if session is None:
+                state.delete_record(_RECORD_KIND, client_id)
+                continue
+            record = json.loads(raw)
+            client = SnClient(
+                self, _address_from_json(record["address"]), client_id, record["clean"], record["keepalive"]
+            )
+            for topic_id, name in record["topics"].items():
+                client.names[int(topic_id)] = name
+                client.ids[name] = int(topic_id)
+            client._next_topic_id = max(client.names, default=0) % _LAST_TOPIC_ID + 1
+            if record["will"]:
+                topic, payload, qos, retain = record["will"]
+                client.will = Message(topic, bytes.fromhex(payload), qos, retain, sender=client_id)
+            client.session = session
+            session.disconnected_at = None
+            client.asleep = record["asleep"]
+            if client.asleep:
+                session.queue_qos0 = True
+            else:
+                session.connection = client
+            self.clients[client.address] = client
+            self.stats.connected += 1
+            self._supervise(client)
+        if self.clients:
+            log.info("MQTT-SN: %d clients go on from before the restart", len(self.clients))
+
+    def send(self, data: bytes, address: Address) -> None:
+        """Send to a client; what the broker state gathered (sessions, registrations) is written first, so that
+        nothing acknowledged is only in memory."""
+        try:
+            self.broker.flush_state()
+        except Exception:
+            log.exception("MQTT-SN: cannot write the broker state; nothing is sent to %s", address)
+            return
+        self._transport_send(data, address)
 
     def topic_name(self, topic_id: int, kind: TopicIdType) -> str | None:
         if kind == TopicIdType.PREDEFINED:
@@ -252,7 +350,7 @@ class SnGateway:
         if len(self.clients) >= self.settings.max_clients:
             self.send(codec.encode(codec.ConnAck(ReturnCode.CONGESTION)), address)
             return
-        client = SnClient(self, address, connect)
+        client = SnClient(self, address, connect.client_id, connect.clean_session, connect.duration)
         self.clients[address] = client
         if connect.will:
             client.will_pending = codec.WillTopic()
@@ -295,6 +393,7 @@ class SnGateway:
             client.address,
             "resumed" if present else "new",
         )
+        self.save(client)
         self._supervise(client)
         if present:
             session.resend_inflight()
@@ -306,6 +405,7 @@ class SnGateway:
             client.timer = None
         if forget and self.clients.get(client.address) is client:
             self.clients.pop(client.address, None)
+            self._forget(client)
         if session is None:
             return
         client.session = None
@@ -337,6 +437,7 @@ class SnGateway:
         session.connection = None
         session.queue_qos0 = True
         self.broker.set_expiry(session, max(session.expiry_interval, int(duration * 1.5) + 1))
+        self.save(client)
         self._supervise(client)
         log.info("MQTT-SN client %s asleep for %d s", client.client_id, duration)
 
@@ -464,6 +565,7 @@ class SnGateway:
         client.send(codec.UnsubAck(unsubscribe.msg_id))
 
     def stop(self) -> None:
-        """The gateway is stopping: sessions are detached without their wills (a restart follows)."""
+        """The gateway is stopping: sessions are detached without their wills, and the clients' records stay, so
+        that they go on after the restart."""
         for client in list(self.clients.values()):
-            self._end(client, will=False)
+            self._end(client, will=False, forget=False)

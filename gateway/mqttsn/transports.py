@@ -6,14 +6,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import cast
 
 import serial
 
 from gateway.mqttsn import codec
 from gateway.mqttsn.framing import BROADCAST_64, LengthFramer, XBeeFramer, encode_tx
-from gateway.mqttsn.gateway import Address
+from gateway.mqttsn.gateway import Address, SerialAddress
 
 log = logging.getLogger("gateway.mqttsn")
 
@@ -62,16 +61,6 @@ async def open_udp(host: str, port: int, on_datagram: Callable[[bytes, Address],
         ) from exc
     endpoint.transport = transport  # connection_made may run only after this returns
     return endpoint, int(transport.get_extra_info("sockname")[1])
-
-
-@dataclass(frozen=True, slots=True)
-class SerialAddress:
-    """A client behind a serial line: the device, and the node behind the radio coordinator (the forwarder's
-    Wireless Node Id, or an XBee's 64-bit address); `node` is None for a single device on a plain line."""
-
-    device: str
-    node: bytes | None = None
-    node16: int = 0xFFFE  # XBee: the 16-bit network address the reply goes to (0xFFFE: unknown)
 
 
 class SerialEndpoint:

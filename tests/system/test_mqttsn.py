@@ -195,3 +195,40 @@ def test_qos_minus_one_with_a_predefined_id_is_stored_from_a_client_that_never_c
         assert "unknown topic id 8" in gateway.log()
     finally:
         sn.close()
+
+
+def test_topic_ids_subscriptions_and_sleep_survive_a_gateway_restart(gateway: Gateway, clients: list[Client]) -> None:
+    """A known failing of other gateways: after their restart, clients' topic ids and subscriptions are gone.
+    Here a connected client goes on publishing with its registered id, and a sleeping one still gets its
+    buffered messages, without either connecting again."""
+    awake, sleeper = SnClient(gateway.mqttsn_port), SnClient(gateway.mqttsn_port)
+    try:
+        awake.send(codec.Connect("awake", 600, clean_session=False))
+        assert awake.receive() == codec.ConnAck(ReturnCode.ACCEPTED)
+        awake.send(codec.Register(0, 1, "db/append/SNR"))
+        regack = awake.receive()
+        assert isinstance(regack, codec.RegAck)
+        sleeper.send(codec.Connect("sleepy", 600, clean_session=False))
+        assert sleeper.receive() == codec.ConnAck(ReturnCode.ACCEPTED)
+        sleeper.send(codec.Subscribe(1, "cmd/sleepy", qos=1))
+        suback = sleeper.receive()
+        assert isinstance(suback, codec.SubAck) and suback.topic_id
+        sleeper.send(codec.Disconnect(600))
+        assert sleeper.receive() == codec.Disconnect()
+
+        gateway.restart()  # same ports: the clients keep their sockets, as devices keep their addresses
+
+        awake.send(codec.Publish(regack.topic_id, 5, json.dumps(["t", T0, 1.0]).encode(), qos=1))
+        assert awake.receive() == codec.PubAck(regack.topic_id, 5, ReturnCode.ACCEPTED)
+        assert rows(gateway, "select name, value from snr") == [["t", 1.0]]
+        paho = Client(gateway.mqtt_port, "waker")
+        clients.append(paho)
+        paho.publish("cmd/sleepy", b"water", 1)
+        sleeper.send(codec.PingReq("sleepy"))
+        delivered = sleeper.receive()
+        assert isinstance(delivered, codec.Publish)
+        assert (delivered.topic_id, delivered.data) == (suback.topic_id, b"water")
+        assert sleeper.receive() == codec.PingResp()
+    finally:
+        awake.close()
+        sleeper.close()
