@@ -25,7 +25,7 @@ from gateway.mqtt.connection import ConnectionLimits
 from gateway.mqtt.persist import BrokerState
 from gateway.mqtt.server import Listener, MqttServer
 from gateway.mqttsn.gateway import Address, SerialAddress, SnGateway, SnSettings
-from gateway.mqttsn.transports import SerialEndpoint, UdpEndpoint, open_udp
+from gateway.mqttsn.transports import SerialEndpoint, UdpEndpoint, multicast_sender, open_multicast, open_udp
 from gateway.store import database as store
 from gateway.store.backup import backup_archive, scratch_dir
 from gateway.store.database import Retention, TimeSeriesStore
@@ -136,6 +136,8 @@ class Gateway:
         self.mqttsn: SnGateway | None = None
         self._udp: UdpEndpoint | None = None
         self._serial: SerialEndpoint | None = None
+        self._multicast: UdpEndpoint | None = None
+        self._advertising: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.broker.start()
@@ -150,6 +152,13 @@ class Gateway:
             settings = SnSettings(sn.gateway_id, predefined, sn.max_clients, sn.max_inflight, sn.max_message_size)
             self.mqttsn = SnGateway(self.broker, self._mqttsn_send, settings)
             self.endpoints.append(("mqtt-sn", self.config.gateway.bind, port))
+            if sn.multicast:
+                interface = self.config.gateway.bind
+                multicast_sender(self._udp, interface)
+                self._multicast = await open_multicast(
+                    sn.multicast_group, sn.multicast_port, interface, self._mqttsn_datagram
+                )
+                self._advertising = asyncio.create_task(self._advertise(), name="mqttsn-advertise")
             if sn.serial_device:
                 self._serial = SerialEndpoint(
                     sn.serial_device, sn.serial_baudrate, sn.serial_framing, self._mqttsn_datagram
@@ -172,6 +181,12 @@ class Gateway:
         self.endpoints.append(("http", *self.http.start()))
         log.info("gateway %s, data in %s, config from %s", __version__, self.config.data_path(), self.config.source)
         log.info("listening %s", " ".join(f"{name}={host}:{port}" for name, host, port in self.endpoints))
+
+    async def _advertise(self) -> None:
+        sn = self.config.mqttsn
+        while self.mqttsn is not None:
+            self.mqttsn.advertise((sn.multicast_group, sn.multicast_port), sn.advertise_interval)
+            await asyncio.sleep(sn.advertise_interval)
 
     def _mqttsn_send(self, data: bytes, address: Address) -> None:
         if isinstance(address, SerialAddress):
@@ -226,6 +241,11 @@ class Gateway:
             self._udp.close()
         if self._serial is not None:
             self._serial.close()
+        if self._advertising is not None:
+            self._advertising.cancel()
+            await asyncio.gather(self._advertising, return_exceptions=True)
+        if self._multicast is not None:
+            self._multicast.close()
         await self.mqtt.stop()
         await self.broker.stop()
         if self._retention is not None:

@@ -176,6 +176,12 @@ class MqttSnOptions:
     max_message_size: int = _opt(
         1024, "Largest MQTT-SN message sent to a client; larger deliveries are dropped.", minimum=16, maximum=65535
     )
+    multicast: bool = _opt(True, "Discovery (§6.1): ADVERTISE on, and answer SEARCHGW from, the multicast group.")
+    multicast_group: str = _opt("225.1.1.1", "Multicast group of ADVERTISE and SEARCHGW (Paho's default).")
+    multicast_port: int = _opt(1883, "UDP port of the multicast group (Paho's default).", minimum=1, maximum=65535)
+    advertise_interval: int = _opt(
+        900, "Seconds between ADVERTISEs (T_ADV, §7.2: more than 15 minutes on a real network).", minimum=1
+    )
     serial_device: str = _opt(
         "", "Serial device of a radio coordinator or MQTT-SN device (e.g. /dev/ttyAMA0, /dev/ttyUSB0); empty: none."
     )

@@ -255,6 +255,10 @@ class SnGateway:
         if self.clients:
             log.info("MQTT-SN: %d clients go on from before the restart", len(self.clients))
 
+    def advertise(self, group: Address, interval: int) -> None:
+        """§6.1: tell the network that this gateway is here, and when it will say so again."""
+        self.send(codec.encode(codec.Advertise(self.settings.gateway_id, interval)), group)
+
     def send(self, data: bytes, address: Address) -> None:
         """Send to a client; what the broker state gathered (sessions, registrations) is written first, so that
         nothing acknowledged is only in memory."""
@@ -292,6 +296,10 @@ class SnGateway:
             self.send(codec.encode(codec.GwInfo(self.settings.gateway_id)), address)
         elif isinstance(message, codec.Publish) and message.qos == -1:
             self._on_publish_qos_minus_one(address, message)
+        elif isinstance(message, codec.Advertise | codec.GwInfo | codec.Encapsulated):
+            return  # other gateways' discovery (and our own ADVERTISE, heard back), or a nested encapsulation
+        elif client is None and isinstance(message, codec.Disconnect):
+            return  # answering it would start an endless exchange with whoever sent it
         elif client is not None and client.asleep:
             self._while_asleep(client, message)
         elif client is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Callable
 from typing import cast
 
@@ -44,6 +45,44 @@ class UdpEndpoint(asyncio.DatagramProtocol):
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+
+def _join(sock: socket.socket, group: str, interface: str) -> None:
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, socket.inet_aton(group) + socket.inet_aton(interface))
+
+
+def multicast_sender(endpoint: UdpEndpoint, interface: str) -> None:
+    """Let `endpoint` send to a multicast group on `interface` (0.0.0.0: the default one), one hop away (the
+    radius of a LAN), and hear itself (other gateways on this host, tests)."""
+    sock = endpoint.transport.get_extra_info("socket") if endpoint.transport is not None else None
+    if sock is None:
+        return
+    if interface != "0.0.0.0":
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(interface))
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+
+
+async def open_multicast(
+    group: str, port: int, interface: str, on_datagram: Callable[[bytes, Address], None]
+) -> UdpEndpoint:
+    """A socket that hears the discovery group (SEARCHGW). Several gateways on one host may share the port."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("", port))
+        _join(sock, group, interface)
+    except OSError as exc:
+        sock.close()
+        raise OSError(
+            exc.errno,
+            f"cannot join the MQTT-SN discovery group {group}:{port} on {interface}: {exc.strerror}. Set [mqttsn] "
+            "multicast = false, or another multicast_group / multicast_port.",
+        ) from exc
+    loop = asyncio.get_running_loop()
+    transport, endpoint = await loop.create_datagram_endpoint(lambda: UdpEndpoint(on_datagram), sock=sock)
+    endpoint.transport = transport
+    return endpoint
 
 
 async def open_udp(host: str, port: int, on_datagram: Callable[[bytes, Address], None]) -> tuple[UdpEndpoint, int]:

@@ -232,3 +232,33 @@ def test_topic_ids_subscriptions_and_sleep_survive_a_gateway_restart(gateway: Ga
     finally:
         awake.close()
         sleeper.close()
+
+
+def test_discovery_advertise_and_searchgw_on_the_multicast_group(gateway_factory: Callable[..., Gateway]) -> None:
+    """§6.1: ADVERTISE goes to the group from the gateway's own port (which is how a client learns where to
+    connect); a SEARCHGW sent to the group is answered with GWINFO from that port."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind(("127.0.0.1", 0))
+    group_port = probe.getsockname()[1]  # a port of our own, so that parallel tests do not hear each other
+    probe.close()
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("", group_port))
+    listener.setsockopt(
+        socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, socket.inet_aton("225.1.1.1") + socket.inet_aton("127.0.0.1")
+    )
+    listener.settimeout(5)
+    try:
+        gateway = gateway_factory(f"[mqttsn]\ngateway_id = 42\nmulticast_port = {group_port}\nadvertise_interval = 1\n")
+        data, sender = listener.recvfrom(64)
+        assert codec.decode(data) == codec.Advertise(42, 1)
+        assert sender[1] == gateway.mqttsn_port
+        asker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        asker.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("127.0.0.1"))
+        asker.settimeout(5)
+        asker.sendto(codec.encode(codec.SearchGw(1)), ("225.1.1.1", group_port))
+        answer, where = asker.recvfrom(64)
+        assert codec.decode(answer) == codec.GwInfo(42) and where[1] == gateway.mqttsn_port
+        asker.close()
+    finally:
+        listener.close()
