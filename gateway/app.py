@@ -149,7 +149,15 @@ class Gateway:
         if sn.enabled:
             self._udp, port = await open_udp(self.config.gateway.bind, sn.port, self._mqttsn_datagram)
             predefined = {int(topic_id): name for topic_id, name in sn.predefined_topics.items()}
-            settings = SnSettings(sn.gateway_id, predefined, sn.max_clients, sn.max_inflight, sn.max_message_size)
+            settings = SnSettings(
+                sn.gateway_id,
+                predefined,
+                sn.max_clients,
+                sn.max_inflight,
+                sn.max_message_size,
+                sn.retry_interval,
+                sn.max_retries,
+            )
             self.mqttsn = SnGateway(self.broker, self._mqttsn_send, settings)
             self.endpoints.append(("mqtt-sn", self.config.gateway.bind, port))
             if sn.multicast:

@@ -176,6 +176,12 @@ class MqttSnOptions:
     max_message_size: int = _opt(
         1024, "Largest MQTT-SN message sent to a client; larger deliveries are dropped.", minimum=16, maximum=65535
     )
+    retry_interval: float = _opt(
+        10.0, "Seconds before an unacknowledged PUBLISH goes again (T_RETRY, §6.13).", minimum=0.1, maximum=3600
+    )
+    max_retries: int = _opt(
+        3, "Tries without an acknowledgement before a client is taken as lost (N_RETRY).", minimum=1
+    )
     multicast: bool = _opt(True, "Discovery (§6.1): ADVERTISE on, and answer SEARCHGW from, the multicast group.")
     multicast_group: str = _opt("225.1.1.1", "Multicast group of ADVERTISE and SEARCHGW (Paho's default).")
     multicast_port: int = _opt(1883, "UDP port of the multicast group (Paho's default).", minimum=1, maximum=65535)

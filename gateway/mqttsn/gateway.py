@@ -8,8 +8,7 @@ hashable address (a UDP (host, port), a serial node id).
 Covered: CONNECT with the will prompts (§6.2), REGISTER both ways (§6.5, §6.10), PUBLISH at QoS -1 (pre-defined
 ids and short names from any address, §6.8), 0, 1 and 2 both ways, pre-defined and short topic ids (§6.7),
 SUBSCRIBE / UNSUBSCRIBE (§6.9), keep-alive with the will of a lost client (§6.11), sleeping clients (§6.14),
-DISCONNECT (§6.6), SEARCHGW (§6.1). Still to come: retransmission timers (§6.13), registrations kept across
-restarts.
+DISCONNECT (§6.6), SEARCHGW (§6.1), retransmission (§6.13), clients kept across gateway restarts.
 """
 
 from __future__ import annotations
@@ -70,6 +69,8 @@ class SnSettings:
     max_clients: int = 1000
     max_inflight: int = 8  # unacknowledged QoS 1/2 messages sent to one client (small radios, small buffers)
     max_message_size: int = 1024  # larger deliveries are dropped, as MQTT's Maximum Packet Size does
+    retry_interval: float = 10.0  # T_RETRY (§7.2): unacknowledged PUBLISH / PUBREL go again after this long
+    max_retries: int = 3  # N_RETRY: then the client is taken as lost (§6.13)
 
 
 class SnClient:
@@ -89,6 +90,8 @@ class SnClient:
         "last_seen",
         "names",
         "receive_maximum",
+        "retries",
+        "retry_timer",
         "session",
         "timer",
         "will",
@@ -115,6 +118,8 @@ class SnClient:
         self.asleep = False
         self.last_seen = time.monotonic()
         self.timer: asyncio.TimerHandle | None = None
+        self.retry_timer: asyncio.TimerHandle | None = None
+        self.retries = 0
 
     # -- Outlet, for the broker session -------------------------------------------------------------------
 
@@ -130,6 +135,8 @@ class SnClient:
         if len(data) > self._gateway.settings.max_message_size:
             return False
         self._gateway.send(data, self.address)
+        if delivery.qos:
+            self._gateway.retry_later(self)
         return True
 
     def send_pubrel(self, packet_id: int) -> None:
@@ -322,11 +329,14 @@ class SnGateway:
         elif isinstance(message, codec.RegAck):
             pass  # the PUBLISH that needed it went out behind the REGISTER
         elif isinstance(message, codec.PubAck):
+            client.retries = 0
             session.acknowledged(message.msg_id, 1)
         elif isinstance(message, codec.PubRec):
+            client.retries = 0
             if session.received(message.msg_id, False):
                 client.send(codec.PubRel(message.msg_id))
         elif isinstance(message, codec.PubComp):
+            client.retries = 0
             session.acknowledged(message.msg_id, 2)
         elif isinstance(message, codec.PubRel):
             session.qos2_released(message.msg_id)
@@ -408,9 +418,10 @@ class SnGateway:
 
     def _end(self, client: SnClient, *, will: bool, forget: bool = True) -> None:
         session = client.session
-        if client.timer is not None:
-            client.timer.cancel()
-            client.timer = None
+        for handle in (client.timer, client.retry_timer):
+            if handle is not None:
+                handle.cancel()
+        client.timer = client.retry_timer = None
         if forget and self.clients.get(client.address) is client:
             self.clients.pop(client.address, None)
             self._forget(client)
@@ -437,6 +448,32 @@ class SnGateway:
             self._end(client, will=True)
             return
         client.timer = asyncio.get_running_loop().call_later(due, self._supervise, client)
+
+    def retry_later(self, client: SnClient) -> None:
+        """§6.13: what a client has not acknowledged within T_RETRY goes again (DUP set); after N_RETRY tries
+        without an answer the client is lost."""
+        if client.retry_timer is None:
+            loop = asyncio.get_running_loop()
+            client.retry_timer = loop.call_later(self.settings.retry_interval, self._retry, client)
+
+    def _retry(self, client: SnClient) -> None:
+        client.retry_timer = None
+        session = client.session
+        if session is None or client.asleep or not session.inflight:
+            client.retries = 0
+            return
+        client.retries += 1
+        if client.retries > self.settings.max_retries:
+            log.info(
+                "MQTT-SN client %s (%s) lost: %d tries without an acknowledgement",
+                client.client_id,
+                client.address,
+                self.settings.max_retries,
+            )
+            self._end(client, will=True)
+            return
+        session.resend_inflight()
+        self.retry_later(client)
 
     def _fall_asleep(self, client: SnClient, session: Session, duration: int) -> None:
         """§6.14: the session stays, messages for it are buffered (QoS 0 too) until the client wakes."""

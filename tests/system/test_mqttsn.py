@@ -262,3 +262,32 @@ def test_discovery_advertise_and_searchgw_on_the_multicast_group(gateway_factory
         asker.close()
     finally:
         listener.close()
+
+
+def test_an_unacknowledged_publish_goes_again_then_the_client_is_lost(
+    gateway_factory: Callable[..., Gateway], clients: list[Client]
+) -> None:
+    """§6.13: T_RETRY later the PUBLISH goes again with DUP set; after N_RETRY tries the client is lost (will)."""
+    gateway = gateway_factory("[mqttsn]\nretry_interval = 0.5\nmax_retries = 2\n")
+    sn = SnClient(gateway.mqttsn_port)
+    try:
+        sn.send(codec.Connect("deaf", 600, will=True))
+        assert sn.receive() == codec.WillTopicReq()
+        sn.send(codec.WillTopic("wills/deaf"))
+        assert sn.receive() == codec.WillMsgReq()
+        sn.send(codec.WillMsg(b"deaf is gone"))
+        assert sn.receive() == codec.ConnAck(ReturnCode.ACCEPTED)
+        sn.send(codec.Subscribe(1, "to/deaf", qos=1))
+        assert isinstance(sn.receive(), codec.SubAck)
+        paho = Client(gateway.mqtt_port, "talker")
+        clients.append(paho)
+        paho.subscribe("wills/#", 0)
+        paho.publish("to/deaf", b"hello?", 1)
+        first = sn.receive()
+        assert isinstance(first, codec.Publish) and not first.dup
+        again = [sn.receive() for _ in range(2)]
+        assert all(isinstance(m, codec.Publish) and m.dup and m.msg_id == first.msg_id for m in again)
+        will = paho.expect(timeout=5)
+        assert (will.topic, will.payload) == ("wills/deaf", b"deaf is gone")
+    finally:
+        sn.close()
