@@ -110,3 +110,41 @@ def test_a_device_plugged_in_later_is_opened_without_a_restart(
     assert wait_until(lambda: f"MQTT-SN serial {link} open" in gateway.log(), timeout=10)
     radio.send(codec.Connect("late", 60))
     assert radio.receive() == codec.ConnAck(ReturnCode.ACCEPTED)
+
+
+def test_an_xbee_coordinator_in_api_mode_2(gateway_factory: Callable[..., Gateway], radio: Radio) -> None:
+    """Digi XBee API mode 2 on the UART: a node's messages arrive as RX packets (0x90) from its 64-bit address;
+    the answers go back as TX requests (0x10) to that address. The RX frame is built by hand from Digi's format:
+    0x7E, length, 0x90, source64, source16, options, payload, checksum, with 0x7E 0x7D 0x11 0x13 escaped."""
+    gateway = gateway_factory(f'[mqttsn]\nserial_device = "{radio.path}"\nserial_framing = "xbee"\n')
+    assert wait_until(lambda: f"MQTT-SN serial {radio.path} open" in gateway.log())
+    source64 = bytes.fromhex("0013a20040a7d11e")  # holds 0x13 and 0x11, escaped on the wire
+    connect = codec.encode(codec.Connect("xbee-node", 60))
+    frame_data = b"\x90" + source64 + b"\x12\x34" + b"\x01" + connect
+    checksum = 0xFF - (sum(frame_data) & 0xFF)
+    body = len(frame_data).to_bytes(2, "big") + frame_data + bytes((checksum,))
+    escaped = b"".join(b"\x7d" + bytes((b ^ 0x20,)) if b in (0x7E, 0x7D, 0x11, 0x13) else bytes((b,)) for b in body)
+    os.write(radio.master, b"\x7e" + escaped)
+    reply = b""
+    while True:  # one TX request frame back: unescape it and read its fields
+        ready, _, _ = select.select([radio.master], [], [], 5)
+        assert ready, "no TX request came back"
+        reply += os.read(radio.master, 4096)
+        raw = bytearray()
+        escape = False
+        for byte in reply[1:]:
+            if escape:
+                raw.append(byte ^ 0x20)
+                escape = False
+            elif byte == 0x7D:
+                escape = True
+            else:
+                raw.append(byte)
+        if len(raw) >= 2 and len(raw) >= int.from_bytes(raw[:2], "big") + 3:
+            break
+    assert reply[0] == 0x7E
+    length = int.from_bytes(raw[:2], "big")
+    data = bytes(raw[2 : 2 + length])
+    assert (sum(data) + raw[2 + length]) & 0xFF == 0xFF  # the checksum
+    assert data[0] == 0x10 and data[2:10] == source64 and data[10:12] == b"\x12\x34"  # TX request to that node
+    assert codec.decode(data[14:]) == codec.ConnAck(ReturnCode.ACCEPTED)
