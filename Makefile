@@ -41,6 +41,7 @@ test: debs $(VENV)/.test-deps lint typecheck
 bench: debs $(VENV)/.test-deps
 	$(BIN)/python bench/broker.py
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/mqttsn.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

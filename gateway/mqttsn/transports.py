@@ -16,6 +16,7 @@ from gateway.mqttsn.framing import BROADCAST_64, LengthFramer, XBeeFramer, encod
 from gateway.mqttsn.gateway import Address, SerialAddress
 
 log = logging.getLogger("gateway.mqttsn")
+RECEIVE_BUFFER = 4 << 20
 
 
 class UdpEndpoint(asyncio.DatagramProtocol):
@@ -99,6 +100,11 @@ async def open_udp(host: str, port: int, on_datagram: Callable[[bytes, Address],
             "another port with --mqttsn-port or [mqttsn] port.",
         ) from exc
     endpoint.transport = transport  # connection_made may run only after this returns
+    sock = transport.get_extra_info("socket")
+    with contextlib.suppress(OSError):
+        # UDP has no flow control: a burst from many sensors waits in this buffer while the loop is busy, instead
+        # of being dropped by the kernel (the kernel caps it at net.core.rmem_max).
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
     return endpoint, int(transport.get_extra_info("sockname")[1])
 
 
