@@ -249,7 +249,7 @@ async def memory_per_client(gateway: Broker, ports: dict[str, int], n: int) -> t
 
 async def bench_main(args: argparse.Namespace, workdir: Path, brokers: list[Broker]) -> int:
     print(machine_line())
-    gateway = await start_gateway(workdir, None, brokers)
+    gateway = await start_gateway(workdir, args.gateway_cmd, brokers)
     match = ENDPOINTS_RE.search(gateway.log_path.read_text())
     assert match is not None
     ports = {name: int(addr.rsplit(":", 1)[1]) for name, addr in (i.split("=", 1) for i in match.group(1).split())}
@@ -283,6 +283,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=50_000, help="publishes per QoS run (default 50,000)")
     parser.add_argument("--sleepers", type=int, default=1000, help="clients for the memory figures (default 1,000)")
+    parser.add_argument(
+        "--gateway-cmd",
+        help="command that starts the gateway instead (e.g. under cProfile); it must log its 'listening' line",
+    )
     args = parser.parse_args()
     return run_bench(bench_main, args, "gateway-mqttsn-bench-")
 

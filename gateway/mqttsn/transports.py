@@ -17,35 +17,59 @@ from gateway.mqttsn.gateway import Address, SerialAddress
 
 log = logging.getLogger("gateway.mqttsn")
 RECEIVE_BUFFER = 4 << 20
+READ_BATCH = 256  # datagrams read per wake-up, before other work gets its turn
 
 
-class UdpEndpoint(asyncio.DatagramProtocol):
-    """One UDP socket: every datagram goes to `on_datagram` with its sender's (host, port) as the address."""
+class UdpEndpoint:
+    """One UDP socket: every datagram goes to `on_datagram` with its sender's (host, port) as the address.
 
-    def __init__(self, on_datagram: Callable[[bytes, Address], None]) -> None:
+    Read with add_reader, draining up to READ_BATCH datagrams per wake-up: asyncio's datagram transport reads one
+    per event-loop iteration, and that iteration (an epoll call and the loop's bookkeeping) cost more than
+    handling the datagram itself."""
+
+    def __init__(self, sock: socket.socket, on_datagram: Callable[[bytes, Address], None]) -> None:
+        self.sock = sock
         self._on_datagram = on_datagram
-        self.transport: asyncio.DatagramTransport | None = None
+        sock.setblocking(False)
+        with contextlib.suppress(OSError):
+            # UDP has no flow control: a burst from many sensors waits in this buffer while the loop is busy,
+            # instead of being dropped by the kernel (which caps it at net.core.rmem_max).
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(sock.fileno(), self._readable)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
+    @property
+    def port(self) -> int:
+        return int(self.sock.getsockname()[1])
 
-    def datagram_received(self, data: bytes, addr: tuple[str | int, int]) -> None:
-        try:
-            self._on_datagram(data, addr)
-        except Exception:
-            # One client's datagram must never stop the others being served.
-            log.exception("MQTT-SN datagram from %s could not be handled", addr)
-
-    def error_received(self, exc: Exception) -> None:
-        log.info("MQTT-SN UDP: %s", exc)
+    def _readable(self) -> None:
+        recvfrom = self.sock.recvfrom
+        for _ in range(READ_BATCH):
+            try:
+                data, address = recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. an ICMP "port unreachable" for an earlier send
+                log.info("MQTT-SN UDP: %s", exc)
+                continue
+            try:
+                self._on_datagram(data, address)
+            except Exception:
+                # One client's datagram must never stop the others being served.
+                log.exception("MQTT-SN datagram from %s could not be handled", address)
 
     def send(self, data: bytes, address: Address) -> None:
-        if self.transport is not None:
-            self.transport.sendto(data, address)  # type: ignore[arg-type]
+        try:
+            self.sock.sendto(data, cast(tuple[str, int], address))
+        except (BlockingIOError, InterruptedError):
+            pass  # the socket's send buffer is full: lost, like any datagram (QoS 1/2 are sent again)
+        except OSError as exc:
+            log.info("MQTT-SN UDP: cannot send to %s: %s", address, exc)
 
     def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
+        with contextlib.suppress(Exception):
+            self._loop.remove_reader(self.sock.fileno())
+        self.sock.close()
 
 
 def _join(sock: socket.socket, group: str, interface: str) -> None:
@@ -55,9 +79,7 @@ def _join(sock: socket.socket, group: str, interface: str) -> None:
 def multicast_sender(endpoint: UdpEndpoint, interface: str) -> None:
     """Let `endpoint` send to a multicast group on `interface` (0.0.0.0: the default one), one hop away (the
     radius of a LAN), and hear itself (other gateways on this host, tests)."""
-    sock = endpoint.transport.get_extra_info("socket") if endpoint.transport is not None else None
-    if sock is None:
-        return
+    sock = endpoint.sock
     if interface != "0.0.0.0":
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(interface))
     sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
@@ -80,32 +102,23 @@ async def open_multicast(
             f"cannot join the MQTT-SN discovery group {group}:{port} on {interface}: {exc.strerror}. Set [mqttsn] "
             "multicast = false, or another multicast_group / multicast_port.",
         ) from exc
-    loop = asyncio.get_running_loop()
-    transport, endpoint = await loop.create_datagram_endpoint(lambda: UdpEndpoint(on_datagram), sock=sock)
-    endpoint.transport = transport
-    return endpoint
+    return UdpEndpoint(sock, on_datagram)
 
 
 async def open_udp(host: str, port: int, on_datagram: Callable[[bytes, Address], None]) -> tuple[UdpEndpoint, int]:
     """Bind a UDP endpoint; returns it and the port actually bound (0 picks a free one)."""
-    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
     try:
-        transport, endpoint = await loop.create_datagram_endpoint(
-            lambda: UdpEndpoint(on_datagram), local_addr=(host, port)
-        )
+        sock.bind((host, port))
     except OSError as exc:
+        sock.close()
         raise OSError(
             exc.errno,
             f"cannot listen for MQTT-SN on UDP {host}:{port}: {exc.strerror}. Is another gateway using it? Choose "
             "another port with --mqttsn-port or [mqttsn] port.",
         ) from exc
-    endpoint.transport = transport  # connection_made may run only after this returns
-    sock = transport.get_extra_info("socket")
-    with contextlib.suppress(OSError):
-        # UDP has no flow control: a burst from many sensors waits in this buffer while the loop is busy, instead
-        # of being dropped by the kernel (the kernel caps it at net.core.rmem_max).
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
-    return endpoint, int(transport.get_extra_info("sockname")[1])
+    endpoint = UdpEndpoint(sock, on_datagram)
+    return endpoint, endpoint.port
 
 
 class SerialEndpoint:
