@@ -120,20 +120,26 @@ class IngestHook:
             outcome.set_exception(_retry_later(error))
 
     async def _query(self, message: Message) -> None:
-        props: Properties = {}
-        if Prop.CORRELATION_DATA in message.properties:
-            props[Prop.CORRELATION_DATA] = message.properties[Prop.CORRELATION_DATA]
-        reply_to = message.properties.get(Prop.RESPONSE_TOPIC) or QUERY_REPLY
+        reply_to = None
         try:
             request = json.loads(message.payload)
         except ValueError as exc:
-            request, answer = None, _failure(f'the query is not JSON ({exc}): send {{"q": "SELECT ..."}}')
-        if request is not None:
+            answer = _failure(f'the query is not JSON ({exc}): send {{"q": "SELECT ..."}}')
+        else:
             reply = request.get("reply") if isinstance(request, dict) else None
             if isinstance(reply, str) and not topic_name_error(reply) and not reply.startswith("$"):
                 reply_to = reply
             answer = await self._answer(request)
-        self._reply(Message(reply_to, answer, 1, False, props))
+        self._answer_to(message, answer, 1, default=QUERY_REPLY, explicit=reply_to)
+
+    def _answer_to(self, message: Message, payload: bytes, qos: int, *, default: str, explicit: str | None) -> None:
+        """Publish an answer to `message`: on `explicit`, else its MQTT 5 Response Topic, else `default`; its
+        Correlation Data goes back with it."""
+        props: Properties = {}
+        if Prop.CORRELATION_DATA in message.properties:
+            props[Prop.CORRELATION_DATA] = message.properties[Prop.CORRELATION_DATA]
+        topic = explicit or message.properties.get(Prop.RESPONSE_TOPIC) or default
+        self._reply(Message(topic, payload, qos, False, props))
 
     async def _answer(self, request: object) -> bytes:
         if not isinstance(request, dict) or not isinstance(request.get("q"), str):
@@ -171,11 +177,7 @@ class IngestHook:
     def _refuse(self, message: Message, client: ClientInfo, reason: str, row: int | None, code: int) -> NoReturn:
         self.counters.rejected += 1  # the broker logs the refusal with the client id and the reason
         report = {"success": False, "topic": message.topic, "reason": reason, "row": row}
-        reply_to = message.properties.get(Prop.RESPONSE_TOPIC) or REPLY_PREFIX + client.client_id
-        props: Properties = {}
-        if Prop.CORRELATION_DATA in message.properties:
-            props[Prop.CORRELATION_DATA] = message.properties[Prop.CORRELATION_DATA]
-        self._reply(Message(reply_to, json.dumps(report).encode(), 0, False, props))
+        self._answer_to(message, json.dumps(report).encode(), 0, default=REPLY_PREFIX + client.client_id, explicit=None)
         raise PublishRejected(reason, code)
 
 

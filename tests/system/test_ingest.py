@@ -202,6 +202,7 @@ def test_queries_over_mqtt_are_answered_on_the_reply_topic(gateway: Gateway, cli
     for bad, reason in [
         (b"select * from q", "the query is not JSON"),
         (b'{"sql": "select * from q"}', "the query has no SQL"),
+        (b"null", "the query has no SQL"),
         (b'{"q": "drop table q"}', "only SELECT is answered over MQTT"),
         (b'{"q": "select * from nowhere"}', "no table NOWHERE"),
         (b'{"q": "select * from q", "format": "xml"}', "unknown format 'xml'"),
