@@ -511,8 +511,8 @@ class MqttConnection(asyncio.Protocol):
             ack_props[Prop.SERVER_KEEP_ALIVE] = max_keepalive
 
         existing = broker.sessions.get(client_id)
-        if existing is not None and isinstance(existing.connection, MqttConnection):
-            existing.connection.taken_over()
+        if existing is not None and existing.connection is not None:
+            existing.connection.taken_over()  # an MQTT connection or an MQTT-SN client
         session, present = broker.attach(client_id, packet.clean_start, expiry, packet.username)
         self.session = session
         session.connection = self

@@ -81,6 +81,10 @@ class Outlet(Protocol):
 
     def send_pubrel(self, packet_id: int) -> None: ...
 
+    def taken_over(self) -> None:
+        """A new connection claims this client id (§3.1.4): let go of the session, which moves to it."""
+        ...
+
 
 class StateStore(Protocol):
     """Where persistent sessions keep their messages (see persist.py)."""

@@ -142,6 +142,10 @@ class SnClient:
     def send_pubrel(self, packet_id: int) -> None:
         self.send(codec.PubRel(packet_id))
 
+    def taken_over(self) -> None:
+        log.info("MQTT-SN client %s (%s): session taken over by a new connection", self.client_id, self.address)
+        self._gateway.end(self)
+
     # -- topics ---------------------------------------------------------------------------------------------------
 
     def _topic_id_for(self, topic: str) -> tuple[int, TopicIdType]:
@@ -184,7 +188,7 @@ class SnClient:
         return msg_id
 
     def send(self, message: codec.Message) -> None:
-        self._gateway.send(codec.encode(message), self.address)
+        self._gateway.send_message(message, self.address)
 
 
 @dataclass(slots=True)
@@ -264,7 +268,10 @@ class SnGateway:
 
     def advertise(self, group: Address, interval: int) -> None:
         """§6.1: tell the network that this gateway is here, and when it will say so again."""
-        self.send(codec.encode(codec.Advertise(self.settings.gateway_id, interval)), group)
+        self.send_message(codec.Advertise(self.settings.gateway_id, interval), group)
+
+    def send_message(self, message: codec.Message, address: Address) -> None:
+        self.send(codec.encode(message), address)
 
     def send(self, data: bytes, address: Address) -> None:
         """Send to a client; what the broker state gathered (sessions, registrations) is written first, so that
@@ -300,7 +307,7 @@ class SnGateway:
         if isinstance(message, codec.Connect):
             self._on_connect(address, message)
         elif isinstance(message, codec.SearchGw):
-            self.send(codec.encode(codec.GwInfo(self.settings.gateway_id)), address)
+            self.send_message(codec.GwInfo(self.settings.gateway_id), address)
         elif isinstance(message, codec.Publish) and message.qos == -1:
             self._on_publish_qos_minus_one(address, message)
         elif isinstance(message, codec.Advertise | codec.GwInfo | codec.Encapsulated):
@@ -313,7 +320,7 @@ class SnGateway:
             log.info(
                 "MQTT-SN %s from %s, which is not connected: answered with DISCONNECT", type(message).__name__, address
             )
-            self.send(codec.encode(codec.Disconnect()), address)
+            self.send_message(codec.Disconnect(), address)
         elif client.will_pending is not None or client.session is None:
             self._on_will_prompt(client, message)
         else:
@@ -360,13 +367,13 @@ class SnGateway:
 
     def _on_connect(self, address: Address, connect: codec.Connect) -> None:
         if connect.protocol_id != 0x01:
-            self.send(codec.encode(codec.ConnAck(ReturnCode.NOT_SUPPORTED)), address)
+            self.send_message(codec.ConnAck(ReturnCode.NOT_SUPPORTED), address)
             return
         previous = self.clients.pop(address, None)
         if previous is not None and previous.session is not None:
             self._end(previous, will=False, forget=False)
         if len(self.clients) >= self.settings.max_clients:
-            self.send(codec.encode(codec.ConnAck(ReturnCode.CONGESTION)), address)
+            self.send_message(codec.ConnAck(ReturnCode.CONGESTION), address)
             return
         client = SnClient(self, address, connect.client_id, connect.clean_session, connect.duration)
         self.clients[address] = client
@@ -393,11 +400,7 @@ class SnGateway:
         broker = self.broker
         existing = broker.sessions.get(client.client_id)
         if existing is not None and existing.connection is not None:
-            take_over = getattr(existing.connection, "taken_over", None)
-            if take_over is not None:
-                take_over()
-            elif isinstance(existing.connection, SnClient):
-                self._end(existing.connection, will=False, forget=True)
+            existing.connection.taken_over()  # an MQTT connection or another MQTT-SN client
         expiry = 0 if client.clean_session else NEVER_EXPIRES
         session, present = broker.attach(client.client_id, client.clean_session, expiry, None)
         client.session = session
@@ -415,6 +418,10 @@ class SnGateway:
         self._supervise(client)
         if present:
             session.resend_inflight()
+
+    def end(self, client: SnClient) -> None:
+        """Another connection took the client's session: it is no longer this gateway's client."""
+        self._end(client, will=False)
 
     def _end(self, client: SnClient, *, will: bool, forget: bool = True) -> None:
         session = client.session
@@ -515,10 +522,7 @@ class SnGateway:
             client.send(codec.PubRec(publish.msg_id))  # a resent QoS 2 message is acknowledged, not delivered again
             return
         message = Message(topic, publish.data, publish.qos, publish.retain, sender=client.client_id)
-        if not self.broker.hooks_for(topic):
-            self._published(client, session, publish, message, None)
-            return
-        done = self.broker.start_hooks(message, client.info)
+        done = self.broker.start_hooks(message, client.info) if self.broker.hooks_for(topic) else None
         if done is None:
             self._published(client, session, publish, message, None)
             return
@@ -579,13 +583,13 @@ class SnGateway:
 
     # -- subscribing ----------------------------------------------------------------------------------------------
 
-    def _filter(self, client: SnClient, topic: str | int, kind: TopicIdType) -> str | None:
+    def _filter(self, topic: str | int, kind: TopicIdType) -> str | None:
         if isinstance(topic, str):
             return topic if topic and filter_error(topic) is None else None
         return self.topic_name(topic, kind)
 
     def _on_subscribe(self, client: SnClient, session: Session, subscribe: codec.Subscribe) -> None:
-        topic_filter = self._filter(client, subscribe.topic, subscribe.topic_id_type)
+        topic_filter = self._filter(subscribe.topic, subscribe.topic_id_type)
         if topic_filter is None:
             client.send(codec.SubAck(0, subscribe.msg_id, ReturnCode.INVALID_TOPIC_ID))
             return
@@ -603,7 +607,7 @@ class SnGateway:
         self.broker.send_retained(session, topic_filter, new)
 
     def _on_unsubscribe(self, client: SnClient, session: Session, unsubscribe: codec.Unsubscribe) -> None:
-        topic_filter = self._filter(client, unsubscribe.topic, unsubscribe.topic_id_type)
+        topic_filter = self._filter(unsubscribe.topic, unsubscribe.topic_id_type)
         if topic_filter is not None:
             self.broker.unsubscribe(session, topic_filter)
             self.broker.save_subscriptions(session)

@@ -291,3 +291,16 @@ def test_an_unacknowledged_publish_goes_again_then_the_client_is_lost(
         assert (will.topic, will.payload) == ("wills/deaf", b"deaf is gone")
     finally:
         sn.close()
+
+
+def test_an_mqtt_connection_with_the_same_client_id_takes_the_session_over(
+    gateway: Gateway, sn: SnClient, clients: list[Client]
+) -> None:
+    """§3.1.4 across protocols: the session moves to the new connection, and the MQTT-SN client is let go."""
+    sn.send(codec.Connect("shared-id", 600))
+    assert sn.receive() == codec.ConnAck(ReturnCode.ACCEPTED)
+    paho = Client(gateway.mqtt_port, "shared-id")
+    clients.append(paho)
+    assert wait_until(lambda: "MQTT-SN client shared-id" in gateway.log() and "taken over" in gateway.log())
+    sn.send(codec.PingReq())
+    assert sn.receive() == codec.Disconnect()  # no longer connected
