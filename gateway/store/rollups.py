@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import groupby
 from typing import cast
 
@@ -122,7 +122,7 @@ def merge_all(parts: Iterable[Aggregate]) -> Aggregate | None:
     result = None
     for part in parts:
         if result is None:
-            result = Aggregate.decode(part.encode())  # a copy: `part` is not changed
+            result = replace(part)  # a copy: `part` is not changed
         else:
             result.merge(part)
     return result
