@@ -160,6 +160,8 @@ _SCHEMAS: dict[str, Json] = {
 }
 
 _CSV = {"text/csv": {"schema": {"type": "string"}}}
+# The answer of the requests that create or change a table: the table as it now is.
+_TABLE_ANSWER: Json = {"type": "object", "properties": {"success": {"const": True}, "table": _ref("Table")}}
 
 
 def _rows_answer(description: str) -> Json:
@@ -321,7 +323,7 @@ def _paths() -> dict[str, Json]:
                 },
                 "responses": {
                     "201": _json(
-                        {"type": "object", "properties": {"success": {"const": True}, "table": _ref("Table")}},
+                        _TABLE_ANSWER,
                         "Created; Location is /api/tables/<NAME>.",
                     ),
                     **_errors(400, 403, 409, 503),
@@ -347,7 +349,7 @@ def _paths() -> dict[str, Json]:
                 "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("Retention")}}},
                 "responses": {
                     "200": _json(
-                        {"type": "object", "properties": {"success": {"const": True}, "table": _ref("Table")}},
+                        _TABLE_ANSWER,
                         "The table with its new retention.",
                     ),
                     **_errors(400, 403, 404, 503),
