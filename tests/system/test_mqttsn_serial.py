@@ -7,8 +7,6 @@ import json
 import os
 import select
 import tty
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,6 +16,7 @@ from gateway.mqttsn import codec
 from gateway.mqttsn.codec import ReturnCode
 from gateway.mqttsn.framing import LengthFramer
 from tests.conftest import Gateway, wait_until
+from tests.system.test_mqttsn import rows
 
 T0 = 1_700_000_000_000_000_000
 
@@ -61,12 +60,6 @@ def on_serial(gateway_factory: Callable[..., Gateway], radio: Radio) -> Gateway:
     gateway = gateway_factory(f'[mqttsn]\nserial_device = "{radio.path}"\nserial_baudrate = 115200\n')
     assert wait_until(lambda: f"MQTT-SN serial {radio.path} open" in gateway.log())
     return gateway
-
-
-def rows(gateway: Gateway, sql: str) -> Any:
-    url = f"{gateway.http_url}/db/query?" + urllib.parse.urlencode({"q": sql})
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return json.loads(response.read())["data"]["rows"]
 
 
 def test_a_device_on_the_serial_line_publishes_durably(gateway_factory: Callable[..., Gateway], radio: Radio) -> None:
