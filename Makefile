@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages the test suite talks to: independent MQTT clients, and mosquitto as the benchmark's yardstick.
-TEST_DEBS := mosquitto-clients mosquitto
+TEST_DEBS := mosquitto-clients mosquitto iproute2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test lint typecheck unit bench debs clean

@@ -8,9 +8,11 @@ import ctypes
 import gc
 import logging
 import signal
+import socket
 import ssl
 from functools import partial
 from pathlib import Path
+from typing import cast
 
 from gateway import __version__
 from gateway.config import Config, ConfigError
@@ -24,8 +26,18 @@ from gateway.mqtt.broker import Broker, BrokerSettings
 from gateway.mqtt.connection import ConnectionLimits
 from gateway.mqtt.persist import BrokerState
 from gateway.mqtt.server import Listener, MqttServer
-from gateway.mqttsn.gateway import Address, SerialAddress, SnGateway, SnSettings
-from gateway.mqttsn.transports import SerialEndpoint, UdpEndpoint, multicast_sender, open_multicast, open_udp
+from gateway.mqttsn.gateway import Address, SerialAddress, SnGateway, SnSettings, SnStats
+from gateway.mqttsn.transports import (
+    SerialEndpoint,
+    UdpEndpoint,
+    multicast_interface6,
+    multicast_sender,
+    multicast_sender6,
+    open_multicast,
+    open_multicast6,
+    open_udp,
+    open_udp6_beside,
+)
 from gateway.store import database as store
 from gateway.store.backup import backup_archive, scratch_dir
 from gateway.store.database import Retention, TimeSeriesStore
@@ -135,8 +147,11 @@ class Gateway:
         self.http: HttpServer | None = None
         self.mqttsn: SnGateway | None = None
         self._udp: UdpEndpoint | None = None
+        self._udp6: UdpEndpoint | None = None  # IPv6 beside an IPv4 _udp on 0.0.0.0
         self._serial: SerialEndpoint | None = None
         self._multicast: UdpEndpoint | None = None
+        self._multicast6: UdpEndpoint | None = None
+        self._advertise6: tuple[UdpEndpoint, list[tuple[int, str]]] | None = None  # the IPv6 socket, its interfaces
         self._advertising: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -148,6 +163,11 @@ class Gateway:
         sn = self.config.mqttsn
         if sn.enabled:
             self._udp, port = await open_udp(self.config.gateway.bind, sn.port, self._mqttsn_datagram)
+            ipv4 = self._udp.sock.family == socket.AF_INET
+            if ipv4 and self._udp.host == "0.0.0.0" and sn.ipv6:
+                self._udp6 = await open_udp6_beside(port, self._mqttsn_datagram)
+                if self._udp6 is not None:
+                    log.info("MQTT-SN also on UDP [::]:%d (IPv6)", port)
             predefined = {int(topic_id): name for topic_id, name in sn.predefined_topics.items()}
             settings = SnSettings(
                 sn.gateway_id,
@@ -157,16 +177,20 @@ class Gateway:
                 sn.max_message_size,
                 sn.retry_interval,
                 sn.max_retries,
+                max_backlog_bytes=self.config.mqtt.max_backlog_bytes,
             )
             self.mqttsn = SnGateway(self.broker, self._mqttsn_send, settings)
             self.endpoints.append(("mqtt-sn", self.config.gateway.bind, port))
             if sn.multicast:
-                interface = self.config.gateway.bind
-                multicast_sender(self._udp, interface)
-                self._multicast = await open_multicast(
-                    sn.multicast_group, sn.multicast_port, interface, self._mqttsn_datagram
-                )
-                self._advertising = asyncio.create_task(self._advertise(), name="mqttsn-advertise")
+                if ipv4:
+                    interface = self.config.gateway.bind
+                    multicast_sender(self._udp, interface)
+                    self._multicast = await open_multicast(
+                        sn.multicast_group, sn.multicast_port, interface, self._mqttsn_datagram
+                    )
+                await self._open_multicast6(self._udp6 or (None if ipv4 else self._udp))
+                if self._multicast is not None or self._advertise6 is not None:
+                    self._advertising = asyncio.create_task(self._advertise(), name="mqttsn-advertise")
             if sn.serial_device:
                 self._serial = SerialEndpoint(
                     sn.serial_device, sn.serial_baudrate, sn.serial_framing, self._mqttsn_datagram
@@ -190,16 +214,38 @@ class Gateway:
         log.info("gateway %s, data in %s, config from %s", __version__, self.config.data_path(), self.config.source)
         log.info("listening %s", " ".join(f"{name}={host}:{port}" for name, host, port in self.endpoints))
 
+    async def _open_multicast6(self, udp6: UdpEndpoint | None) -> None:
+        """IPv6 discovery, answered and advertised from `udp6`, the gateway's IPv6 socket (if it has one)."""
+        if udp6 is None:
+            return
+        sn = self.config.mqttsn
+        opened = await open_multicast6(sn.multicast_group_v6, sn.multicast_port, udp6.host, self._mqttsn_datagram)
+        if opened is None:
+            return
+        self._multicast6, joined = opened
+        self._advertise6 = udp6, joined
+        multicast_sender6(udp6)
+        names = ", ".join(name for _, name in joined)
+        log.info("MQTT-SN discovery on [%s]:%d on %s", sn.multicast_group_v6, sn.multicast_port, names)
+
     async def _advertise(self) -> None:
         sn = self.config.mqttsn
         while self.mqttsn is not None:
-            self.mqttsn.advertise((sn.multicast_group, sn.multicast_port), sn.advertise_interval)
+            if self._multicast is not None:
+                self.mqttsn.advertise((sn.multicast_group, sn.multicast_port), sn.advertise_interval)
+            if self._advertise6 is not None:
+                udp6, interfaces = self._advertise6
+                for index, _ in interfaces:  # one link at a time: that is all a link-local group reaches
+                    multicast_interface6(udp6, index)
+                    self.mqttsn.advertise((sn.multicast_group_v6, sn.multicast_port, 0, index), sn.advertise_interval)
             await asyncio.sleep(sn.advertise_interval)
 
     def _mqttsn_send(self, data: bytes, address: Address) -> None:
         if isinstance(address, SerialAddress):
             if self._serial is not None:
                 self._serial.send(data, address)
+        elif self._udp6 is not None and len(cast(tuple[object, ...], address)) == 4:  # IPv6, beside IPv4 on 0.0.0.0
+            self._udp6.send(data, address)
         elif self._udp is not None:
             self._udp.send(data, address)
 
@@ -216,6 +262,7 @@ class Gateway:
         """The parts' figures for /metrics and /api/status. Called on HTTP threads: it only copies plain numbers,
         which the event loop updates one at a time."""
         stats, ingest, writer = self.broker.stats, self.ingest.counters, self.store.writer
+        sn = self.mqttsn.stats if self.mqttsn is not None else SnStats()
         return Status(
             started_at=stats.started_at,
             data_dir=self.config.data_path(),
@@ -230,6 +277,11 @@ class Gateway:
             mqtt_protocol_errors=stats.protocol_errors,
             mqtt_bytes_received=stats.bytes_received,
             mqtt_bytes_sent=stats.bytes_sent,
+            mqttsn_clients_connected=sn.connected,
+            mqttsn_clients_asleep=sn.asleep,
+            mqttsn_datagrams_received=sn.received,
+            mqttsn_datagrams_malformed=sn.malformed,
+            mqttsn_publish_congested=sn.congested,
             ingest_messages=ingest.messages,
             ingest_readings=ingest.readings,
             ingest_rejected=ingest.rejected,
@@ -245,15 +297,14 @@ class Gateway:
             await asyncio.get_running_loop().run_in_executor(None, self.http.stop)
         if self.mqttsn is not None:
             self.mqttsn.stop()
-        if self._udp is not None:
-            self._udp.close()
         if self._serial is not None:
             self._serial.close()
         if self._advertising is not None:
             self._advertising.cancel()
             await asyncio.gather(self._advertising, return_exceptions=True)
-        if self._multicast is not None:
-            self._multicast.close()
+        for endpoint in (self._udp, self._udp6, self._multicast, self._multicast6):
+            if endpoint is not None:
+                endpoint.close()
         await self.mqtt.stop()
         await self.broker.stop()
         if self._retention is not None:

@@ -168,6 +168,11 @@ class MqttSnOptions:
     port: int = _opt(
         1884, "UDP port of the MQTT-SN gateway; 0 picks a free port (logged at start).", minimum=0, maximum=65535
     )
+    ipv6: bool = _opt(
+        True,
+        "With [gateway] bind = 0.0.0.0, also serve MQTT-SN and its discovery over IPv6 (on ::, the same port); a host "
+        "without IPv6 logs a warning and serves IPv4. An IPv6 bind address serves IPv6 only, whatever this says.",
+    )
     gateway_id: int = _opt(1, "GwId in GWINFO and ADVERTISE (§5.4.1).", minimum=0, maximum=255)
     max_clients: int = _opt(1000, "Most MQTT-SN clients at once; more get CONNACK 'congestion'.", minimum=1)
     max_inflight: int = _opt(
@@ -184,6 +189,11 @@ class MqttSnOptions:
     )
     multicast: bool = _opt(True, "Discovery (§6.1): ADVERTISE on, and answer SEARCHGW from, the multicast group.")
     multicast_group: str = _opt("225.1.1.1", "Multicast group of ADVERTISE and SEARCHGW (Paho's default).")
+    multicast_group_v6: str = _opt(
+        "ff02::1",
+        "IPv6 multicast group of ADVERTISE and SEARCHGW (Paho's default), on multicast_port, joined on each "
+        "interface that is up and can multicast.",
+    )
     multicast_port: int = _opt(1883, "UDP port of the multicast group (Paho's default).", minimum=1, maximum=65535)
     advertise_interval: int = _opt(
         900, "Seconds between ADVERTISEs (T_ADV, §7.2: more than 15 minutes on a real network).", minimum=1

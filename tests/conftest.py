@@ -30,11 +30,12 @@ _LISTENING = re.compile(r"listening (.*)$", re.MULTILINE)
 
 @dataclass
 class Gateway:
-    """A gateway process started by a test: `gateway serve` on 127.0.0.1 with ports picked by the kernel."""
+    """A gateway process started by a test: `gateway serve` on 127.0.0.1 (or `bind`) with ports picked by the kernel."""
 
     data_dir: Path
     config: Path | None = None
     extra_args: tuple[str, ...] = ()
+    bind: str = "127.0.0.1"
     process: subprocess.Popen[bytes] | None = None
     endpoints: dict[str, int] = field(default_factory=dict)
     log_path: Path | None = None
@@ -55,7 +56,7 @@ class Gateway:
     def start(self, *, mqtt_port: int = 0, mqttsn_port: int = 0, timeout: float = 20.0) -> Gateway:
         self._starts += 1
         self.log_path = self.data_dir.parent / f"gateway-{self.data_dir.name}-{self._starts}.log"
-        args = [sys.executable, "-m", "gateway", "serve", "--bind", "127.0.0.1", "--data-dir", str(self.data_dir)]
+        args = [sys.executable, "-m", "gateway", "serve", "--bind", self.bind, "--data-dir", str(self.data_dir)]
         args += ["--mqtt-port", str(mqtt_port), "--http-port", "0", "--mqttsn-port", str(mqttsn_port)]
         if self.config is not None:
             args += ["--config", str(self.config)]
@@ -110,13 +111,18 @@ def gateway_factory(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
     started: list[Gateway] = []
 
     def make(
-        config_text: str | None = None, *, extra_args: tuple[str, ...] = (), start: bool = True, name: str = "data"
+        config_text: str | None = None,
+        *,
+        extra_args: tuple[str, ...] = (),
+        start: bool = True,
+        name: str = "data",
+        bind: str = "127.0.0.1",
     ) -> Gateway:
         config = None
         if config_text is not None:
             config = tmp_path / f"{name}.toml"
             config.write_text(config_text)
-        gw = Gateway(tmp_path / name, config, extra_args)
+        gw = Gateway(tmp_path / name, config, extra_args, bind=bind)
         started.append(gw)
         return gw.start() if start else gw
 

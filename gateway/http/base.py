@@ -50,6 +50,11 @@ class Status:
     mqtt_protocol_errors: int
     mqtt_bytes_received: int
     mqtt_bytes_sent: int
+    mqttsn_clients_connected: int  # awake or asleep
+    mqttsn_clients_asleep: int
+    mqttsn_datagrams_received: int
+    mqttsn_datagrams_malformed: int
+    mqttsn_publish_congested: int
     ingest_messages: int
     ingest_readings: int
     ingest_rejected: int

@@ -86,6 +86,31 @@ def gather(status: Status, watchers: int, watch_dropped: int, now: float | None 
         ),
         Metric("mqtt_received_bytes_total", "counter", "Bytes received from MQTT clients.", s.mqtt_bytes_received),
         Metric("mqtt_sent_bytes_total", "counter", "Bytes sent to MQTT clients.", s.mqtt_bytes_sent),
+        Metric(
+            "mqttsn_clients_connected",
+            "gauge",
+            "MQTT-SN clients connected now, sleeping ones included.",
+            s.mqttsn_clients_connected,
+        ),
+        Metric("mqttsn_clients_asleep", "gauge", "MQTT-SN clients asleep now (§6.14).", s.mqttsn_clients_asleep),
+        Metric(
+            "mqttsn_datagrams_received_total",
+            "counter",
+            "MQTT-SN datagrams and serial frames received.",
+            s.mqttsn_datagrams_received,
+        ),
+        Metric(
+            "mqttsn_datagrams_malformed_total",
+            "counter",
+            "MQTT-SN datagrams and frames dropped as malformed (each logged with its sender).",
+            s.mqttsn_datagrams_malformed,
+        ),
+        Metric(
+            "mqttsn_publish_congested_total",
+            "counter",
+            "MQTT-SN publishes refused with 'congestion' (QoS 0: dropped) while the store was behind.",
+            s.mqttsn_publish_congested,
+        ),
         Metric("ingest_messages_total", "counter", "Ingest messages stored.", s.ingest_messages),
         Metric("ingest_readings_total", "counter", "Readings stored from ingest messages.", s.ingest_readings),
         Metric(

@@ -17,12 +17,14 @@ import asyncio
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 from gateway.mqtt.broker import Broker, ClientInfo, PublishRejected
 from gateway.mqtt.codec import Subscription
+from gateway.mqtt.connection import MESSAGE_OVERHEAD
 from gateway.mqtt.session import NEVER_EXPIRES, Delivery, Message, Session
 from gateway.mqtt.topics import filter_error, topic_name_error
 from gateway.mqttsn import codec
@@ -48,6 +50,10 @@ class SerialAddress:
 def _address_json(address: Address) -> list[object]:
     if isinstance(address, SerialAddress):
         return ["serial", address.device, address.node.hex() if address.node else None, address.node16]
+    if len(cast(tuple[object, ...], address)) == 4:
+        # All four, flowinfo and scope_id too: the address is the session key, and must come back equal to recvfrom's.
+        host, port, flowinfo, scope_id = cast(tuple[str, int, int, int], address)
+        return ["udp6", host, port, flowinfo, scope_id]
     host, port = cast(tuple[str, int], address)
     return ["udp", host, port]
 
@@ -55,6 +61,8 @@ def _address_json(address: Address) -> list[object]:
 def _address_from_json(raw: list[Any]) -> Address:
     if raw[0] == "serial":
         return SerialAddress(raw[1], bytes.fromhex(raw[2]) if raw[2] else None, raw[3])
+    if raw[0] == "udp6":
+        return (raw[1], raw[2], raw[3], raw[4])
     return (raw[1], raw[2])
 
 
@@ -71,6 +79,9 @@ class SnSettings:
     max_message_size: int = 1024  # larger deliveries are dropped, as MQTT's Maximum Packet Size does
     retry_interval: float = 10.0  # T_RETRY (§7.2): unacknowledged PUBLISH / PUBREL go again after this long
     max_retries: int = 3  # N_RETRY: then the client is taken as lost (§6.13)
+    # Payload bytes of publishes being stored; beyond it publishes are refused with "congestion" (QoS 0 dropped)
+    # until the store catches up: UDP cannot be paused as TCP can, and memory must stay bounded.
+    max_backlog_bytes: int = 512 << 10
 
 
 class SnClient:
@@ -176,11 +187,11 @@ class SnClient:
         self._gateway.save(self)
         return topic_id
 
-    def topic_name(self, topic_id: int, kind: TopicIdType) -> str | None:
-        """The topic a PUBLISH names, or None when the id is unknown."""
+    def publish_topic(self, topic_id: int, kind: TopicIdType) -> str | None:
+        """The topic a PUBLISH names, or None when the id is unknown (registered names were checked then)."""
         if kind == TopicIdType.NORMAL:
             return self.names.get(topic_id)
-        return self._gateway.topic_name(topic_id, kind)
+        return self._gateway.publish_topic(topic_id, kind)
 
     def next_msg_id(self) -> int:
         msg_id = self._next_msg_id
@@ -195,7 +206,13 @@ class SnClient:
 class SnStats:
     received: int = 0
     malformed: int = 0
-    connected: int = 0
+    connected: int = 0  # awake or asleep
+    asleep: int = 0
+    congested: int = 0  # publishes refused (QoS 1/2) or dropped (QoS 0) while the store was behind
+
+
+# A publish waiting for its hooks: the batch future, and what answering it needs.
+_Pending = tuple["asyncio.Future[None]", SnClient, Session, codec.Publish, Message, int]
 
 
 class SnGateway:
@@ -208,6 +225,11 @@ class SnGateway:
         self.predefined_ids = {name: topic_id for topic_id, name in self.settings.predefined.items()}
         self.clients: dict[Address, SnClient] = {}
         self.stats = SnStats()
+        self.backlog_bytes = 0
+        # Publishes waiting for their hooks, answered in arrival order; those stored in one batch share its future,
+        # so one callback per batch answers them all.
+        self._pending: deque[_Pending] = deque()
+        self._awaited: asyncio.Future[None] | None = None
         self._restore()
 
     # -- what survives a restart ---------------------------------------------------------------------------------
@@ -256,6 +278,7 @@ class SnGateway:
             client.session = session
             session.disconnected_at = None
             client.asleep = record["asleep"]
+            self.stats.asleep += client.asleep
             if client.asleep:
                 session.queue_qos0 = True
             else:
@@ -291,6 +314,11 @@ class SnGateway:
         except ValueError:
             return None
 
+    def publish_topic(self, topic_id: int, kind: TopicIdType) -> str | None:
+        """The topic a PUBLISH with a pre-defined id or a short name goes to, or None when it names none."""
+        name = self.topic_name(topic_id, kind)
+        return name if name is not None and topic_name_error(name) is None else None
+
     # -- datagrams in ---------------------------------------------------------------------------------------------
 
     def received(self, data: bytes, address: Address) -> None:
@@ -304,6 +332,9 @@ class SnGateway:
         client = self.clients.get(address)
         if client is not None:
             client.last_seen = time.monotonic()
+            if type(message) is codec.Publish and message.qos >= 0 and not client.asleep and client.session:
+                self._on_publish(client, client.session, message)  # the common case, first
+                return
         if isinstance(message, codec.Connect):
             self._on_connect(address, message)
         elif isinstance(message, codec.SearchGw):
@@ -354,6 +385,10 @@ class SnGateway:
             self._on_unsubscribe(client, session, message)
         elif isinstance(message, codec.PingReq):
             client.send(codec.PingResp())
+        elif isinstance(message, codec.WillTopicUpd):
+            self._on_will_topic_update(client, message)
+        elif isinstance(message, codec.WillMsgUpd):
+            self._on_will_message_update(client, message)
         elif isinstance(message, codec.Disconnect):
             client.send(codec.Disconnect())
             if message.duration:
@@ -396,6 +431,29 @@ class SnGateway:
         else:
             log.info("MQTT-SN client %s: %s during CONNECT ignored", client.client_id, type(message).__name__)
 
+    def _on_will_topic_update(self, client: SnClient, update: codec.WillTopicUpd) -> None:
+        """§6.4: a new will topic (and QoS, retain) keeps the will message; an empty one deletes the will."""
+        if not update.topic:
+            client.will = None
+        elif topic_name_error(update.topic) is not None:
+            client.send(codec.WillTopicResp(ReturnCode.NOT_SUPPORTED))
+            return
+        else:
+            payload = client.will.payload if client.will else b""
+            client.will = Message(update.topic, payload, update.qos, update.retain, sender=client.client_id)
+        self.save(client)
+        client.send(codec.WillTopicResp(ReturnCode.ACCEPTED))
+
+    def _on_will_message_update(self, client: SnClient, update: codec.WillMsgUpd) -> None:
+        """§6.4: a new will message for the will topic; without a will topic there is no will to change."""
+        will = client.will
+        if will is None:
+            client.send(codec.WillMsgResp(ReturnCode.NOT_SUPPORTED))
+            return
+        client.will = Message(will.topic, update.data, will.qos, will.retain, sender=client.client_id)
+        self.save(client)
+        client.send(codec.WillMsgResp(ReturnCode.ACCEPTED))
+
     def _attach(self, client: SnClient) -> None:
         broker = self.broker
         existing = broker.sessions.get(client.client_id)
@@ -437,6 +495,7 @@ class SnGateway:
         client.session = None
         if session.connection is client or client.asleep:
             self.stats.connected -= 1
+            self.stats.asleep -= client.asleep
             self.broker.detach(session, client.will if will else None, 0)
 
     # -- keep-alive and sleep (§6.11, §6.14) ----------------------------------------------------------------------
@@ -484,7 +543,9 @@ class SnGateway:
 
     def _fall_asleep(self, client: SnClient, session: Session, duration: int) -> None:
         """§6.14: the session stays, messages for it are buffered (QoS 0 too) until the client wakes."""
-        client.asleep = True
+        if not client.asleep:
+            client.asleep = True
+            self.stats.asleep += 1
         client.keepalive = duration
         session.connection = None
         session.queue_qos0 = True
@@ -502,9 +563,12 @@ class SnGateway:
             session.resend_inflight()
             session.connection = None
             client.send(codec.PingResp())
-        elif isinstance(message, codec.Disconnect) and not message.duration:
+        elif isinstance(message, codec.Disconnect):
             client.send(codec.Disconnect())
-            self._end(client, will=False)
+            if message.duration:
+                self._fall_asleep(client, session, message.duration)  # asleep again, perhaps for another duration
+            else:
+                self._end(client, will=False)
         elif isinstance(message, codec.PubAck | codec.PubRec | codec.PubComp | codec.RegAck):
             self._dispatch(client, message)  # answers to what was sent while it was awake
         else:
@@ -513,8 +577,8 @@ class SnGateway:
     # -- publishing -----------------------------------------------------------------------------------------------
 
     def _on_publish(self, client: SnClient, session: Session, publish: codec.Publish) -> None:
-        topic = client.topic_name(publish.topic_id, publish.topic_id_type)
-        if topic is None or topic_name_error(topic) is not None:
+        topic = client.publish_topic(publish.topic_id, publish.topic_id_type)
+        if topic is None:
             # §5.4.13: PUBACK with "invalid topic id", echoing the TopicId as it arrived.
             client.send(codec.PubAck(publish.topic_id, publish.msg_id, ReturnCode.INVALID_TOPIC_ID))
             return
@@ -522,21 +586,52 @@ class SnGateway:
             client.send(codec.PubRec(publish.msg_id))  # a resent QoS 2 message is acknowledged, not delivered again
             return
         message = Message(topic, publish.data, publish.qos, publish.retain, sender=client.client_id)
-        done = self.broker.start_hooks(message, client.info) if self.broker.hooks_for(topic) else None
+        broker = self.broker
+        if not broker.hooks_for(topic):
+            if self._pending:  # behind messages of this client still being stored: keep its order
+                self._pending.append((self._pending[-1][0], client, session, publish, message, 0))
+            else:
+                self._published(client, session, publish, message, None)
+            return
+        if self.backlog_bytes >= self.settings.max_backlog_bytes:
+            self._congested(client, publish)
+            return
+        done = broker.start_hooks(message, client.info)
         if done is None:
             self._published(client, session, publish, message, None)
             return
         if publish.qos == 2:
             session.incoming_qos2[publish.msg_id] = done
-        done.add_done_callback(
-            lambda future: self._published(
-                client,
-                session,
-                publish,
-                message,
-                asyncio.CancelledError() if future.cancelled() else future.exception(),
+        size = len(publish.data) + MESSAGE_OVERHEAD
+        self.backlog_bytes += size
+        self._pending.append((done, client, session, publish, message, size))
+        if done is not self._awaited:
+            self._awaited = done
+            done.add_done_callback(self._answer_stored)
+
+    def _answer_stored(self, _future: asyncio.Future[None]) -> None:
+        pending = self._pending
+        while pending and pending[0][0].done():
+            done, client, session, publish, message, size = pending.popleft()
+            self.backlog_bytes -= size
+            error = asyncio.CancelledError() if done.cancelled() else done.exception()
+            self._published(client, session, publish, message, error)
+        if not pending:
+            self._awaited = None
+
+    def _congested(self, client: SnClient, publish: codec.Publish) -> None:
+        """§5.3.10 "rejected: congestion": the client sends it again later; a QoS 0 message is lost."""
+        stats = self.stats
+        if not stats.congested % 1000:
+            log.warning(
+                "MQTT-SN: the store is behind (%d bytes waiting): publishes are refused with 'congestion' "
+                "(QoS 0 dropped) until it catches up; %d so far",
+                self.backlog_bytes,
+                stats.congested + 1,
             )
-        )
+        stats.congested += 1
+        if publish.qos:
+            client.send(codec.PubAck(publish.topic_id, publish.msg_id, ReturnCode.CONGESTION))
 
     def _published(
         self,
@@ -567,8 +662,8 @@ class SnGateway:
 
     def _on_publish_qos_minus_one(self, address: Address, publish: codec.Publish) -> None:
         """§6.8: from anyone, connected or not, with a pre-defined id or a short name; nothing is answered."""
-        topic = self.topic_name(publish.topic_id, publish.topic_id_type)
-        if publish.topic_id_type == TopicIdType.NORMAL or topic is None or topic_name_error(topic) is not None:
+        topic = self.publish_topic(publish.topic_id, publish.topic_id_type)
+        if publish.topic_id_type == TopicIdType.NORMAL or topic is None:
             log.info("MQTT-SN QoS -1 publish from %s to an unknown topic id %d dropped", address, publish.topic_id)
             return
         message = Message(topic, publish.data, 0, publish.retain)

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import ipaddress
 import logging
 import socket
+import struct
 from collections.abc import Callable
+from pathlib import Path
 from typing import cast
 
 import serial
@@ -18,10 +22,14 @@ from gateway.mqttsn.gateway import Address, SerialAddress
 log = logging.getLogger("gateway.mqttsn")
 RECEIVE_BUFFER = 4 << 20
 READ_BATCH = 256  # datagrams read per wake-up, before other work gets its turn
+MAX_DATAGRAM = 65535  # an MQTT-SN message's 3-octet Length allows this much (§5.2.1)
+_SIOCGIFFLAGS = 0x8913  # linux/sockios.h
+_IFF_UP, _IFF_MULTICAST = 0x1, 0x1000  # linux/if.h
 
 
 class UdpEndpoint:
-    """One UDP socket: every datagram goes to `on_datagram` with its sender's (host, port) as the address.
+    """One UDP socket: every datagram goes to `on_datagram` with its sender's address as recvfrom gives it, (host,
+    port) over IPv4, (host, port, flowinfo, scope_id) over IPv6.
 
     Read with add_reader, draining up to READ_BATCH datagrams per wake-up: asyncio's datagram transport reads one
     per event-loop iteration, and that iteration (an epoll call and the loop's bookkeeping) cost more than
@@ -35,18 +43,26 @@ class UdpEndpoint:
             # UDP has no flow control: a burst from many sensors waits in this buffer while the loop is busy,
             # instead of being dropped by the kernel (which caps it at net.core.rmem_max).
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+        self._view = memoryview(bytearray(MAX_DATAGRAM))
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(sock.fileno(), self._readable)
+
+    @property
+    def host(self) -> str:
+        return str(self.sock.getsockname()[0])
 
     @property
     def port(self) -> int:
         return int(self.sock.getsockname()[1])
 
     def _readable(self) -> None:
-        recvfrom = self.sock.recvfrom
+        # Into one buffer kept for the purpose: recvfrom(65535) would allocate 64 KiB per datagram, which glibc
+        # hands back to the system (and the kernel zeroes again) at every call.
+        receive, view = self.sock.recvfrom_into, self._view
         for _ in range(READ_BATCH):
             try:
-                data, address = recvfrom(65535)
+                size, address = receive(view)
+                data = view[:size].tobytes()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # e.g. an ICMP "port unreachable" for an earlier send
@@ -56,7 +72,7 @@ class UdpEndpoint:
                 self._on_datagram(data, address)
             except Exception:
                 # One client's datagram must never stop the others being served.
-                log.exception("MQTT-SN datagram from %s could not be handled", address)
+                log.exception("MQTT-SN datagram from %s could not be handled", show_address(address))
 
     def send(self, data: bytes, address: Address) -> None:
         try:
@@ -64,7 +80,7 @@ class UdpEndpoint:
         except (BlockingIOError, InterruptedError):
             pass  # the socket's send buffer is full: lost, like any datagram (QoS 1/2 are sent again)
         except OSError as exc:
-            log.info("MQTT-SN UDP: cannot send to %s: %s", address, exc)
+            log.info("MQTT-SN UDP: cannot send to %s: %s", show_address(address), exc)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -106,9 +122,21 @@ async def open_multicast(
 
 
 async def open_udp(host: str, port: int, on_datagram: Callable[[bytes, Address], None]) -> tuple[UdpEndpoint, int]:
-    """Bind a UDP endpoint; returns it and the port actually bound (0 picks a free one)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+    """Bind a UDP endpoint on an IPv4 or IPv6 address (a name means IPv4); returns it and the port actually bound (0
+    picks a free one)."""
     try:
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:
+        family = socket.AF_INET
+    try:
+        sock = socket.socket(family, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+    except OSError as exc:
+        hint = " Has this host IPv6? If not, give [gateway] bind an IPv4 address." if family == socket.AF_INET6 else ""
+        raise OSError(exc.errno, f"cannot listen for MQTT-SN on UDP {host}:{port}: {exc.strerror}.{hint}") from exc
+    try:
+        if family == socket.AF_INET6:
+            # IPv6 only, as the MQTT and HTTP listeners on "::" are; beside 0.0.0.0 IPv4 has a socket of its own.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
@@ -119,6 +147,135 @@ async def open_udp(host: str, port: int, on_datagram: Callable[[bytes, Address],
         ) from exc
     endpoint = UdpEndpoint(sock, on_datagram)
     return endpoint, endpoint.port
+
+
+def ipv6_disabled() -> bool:
+    """True when IPv6 is switched off by sysctl: IPv6 sockets still open and bind then, but reach nobody."""
+    try:
+        return Path("/proc/sys/net/ipv6/conf/all/disable_ipv6").read_text().strip() == "1"
+    except OSError:
+        return False  # no such file: either no IPv6 at all (socket() will say so) or not Linux
+
+
+async def open_udp6_beside(port: int, on_datagram: Callable[[bytes, Address], None]) -> UdpEndpoint | None:
+    """The IPv6 socket next to an IPv4 one bound to 0.0.0.0, on the same port. A host without IPv6 (or with the port
+    taken over IPv6) is not an error: one warning, and the gateway serves IPv4 only."""
+    reason = "IPv6 is disabled (net.ipv6.conf.all.disable_ipv6 = 1)" if ipv6_disabled() else ""
+    if not reason:
+        try:
+            endpoint, _ = await open_udp("::", port, on_datagram)
+        except OSError as exc:
+            reason = str(exc.__cause__ or exc)
+        else:
+            return endpoint
+    log.warning("MQTT-SN serves IPv4 only: %s. Set [mqttsn] ipv6 = false if that is meant.", reason.rstrip("."))
+    return None
+
+
+def show_address(address: Address) -> str:
+    """An address as people write it: 192.0.2.1:1884, [fe80::1%eth0]:1884."""
+    if isinstance(address, tuple) and len(address) == 4:
+        host, port, _, scope_id = address
+        if scope_id:
+            try:
+                host = f"{host}%{socket.if_indextoname(scope_id)}"
+            except OSError:
+                host = f"{host}%{scope_id}"
+        return f"[{host}]:{port}"
+    if isinstance(address, tuple) and len(address) == 2:
+        return f"{address[0]}:{address[1]}"
+    return str(address)
+
+
+def _interface_flags(probe: socket.socket, name: str) -> int:
+    request = fcntl.ioctl(probe, _SIOCGIFFLAGS, struct.pack("16sH22x", name.encode(), 0))
+    return int(struct.unpack_from("16sH", request)[1])
+
+
+def _interfaces_holding(host: str) -> set[int]:
+    """Indexes of the interfaces that hold an IPv6 address (/proc/net/if_inet6: address, index, ...)."""
+    wanted = ipaddress.IPv6Address(host.partition("%")[0]).packed.hex()
+    try:
+        table = Path("/proc/net/if_inet6").read_text()
+    except OSError:
+        return set()
+    return {int(fields[1], 16) for fields in map(str.split, table.splitlines()) if fields and fields[0] == wanted}
+
+
+def _is_wildcard(bind: str) -> bool:
+    return bind in ("0.0.0.0", "::")
+
+
+def multicast_interfaces6(bind: str) -> list[tuple[int, str]]:
+    """(index, name) of the interfaces that are up and can multicast: all of them for "::" or "0.0.0.0", those that
+    hold the address for a specific one. Read through a socket (not /sys), so that it sees the network namespace
+    the gateway runs in."""
+    wildcard = _is_wildcard(bind)
+    holding = set() if wildcard else _interfaces_holding(bind)
+    found = []
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+        for index, name in socket.if_nameindex():
+            if not wildcard and index not in holding:
+                continue
+            try:
+                flags = _interface_flags(probe, name)
+            except OSError:
+                continue  # gone since it was listed
+            if flags & _IFF_UP and flags & _IFF_MULTICAST:
+                found.append((index, name))
+    return found
+
+
+def multicast_sender6(endpoint: UdpEndpoint) -> None:
+    """Let `endpoint` send to IPv6 multicast groups one hop away, and hear itself (as multicast_sender)."""
+    endpoint.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
+    endpoint.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 1)
+
+
+def multicast_interface6(endpoint: UdpEndpoint, index: int) -> None:
+    """Send the next multicast datagrams out of interface `index`. The destination's scope id alone chooses it only
+    for link-local groups (ff02::/16); this does for any group."""
+    endpoint.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
+
+
+async def open_multicast6(
+    group: str, port: int, bind: str, on_datagram: Callable[[bytes, Address], None]
+) -> tuple[UdpEndpoint, list[tuple[int, str]]] | None:
+    """A socket that hears the IPv6 discovery group on each interface of `bind` (multicast_interfaces6; a link-local
+    group is joined per interface), and the (index, name) of those it was joined on. None, after a warning, if it
+    was joined nowhere: the gateway then works without IPv6 discovery."""
+    interfaces = multicast_interfaces6(bind)
+    which = "no interface" if _is_wildcard(bind) else f"no interface with {bind}"
+    problems = [] if interfaces else [f"{which} is up and can multicast"]
+    joined: list[tuple[int, str]] = []
+    sock: socket.socket | None = None
+    try:
+        membership = socket.inet_pton(socket.AF_INET6, group)
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # shared with other gateways on this host
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # the IPv4 group's socket has the same port
+        sock.bind(("::", port))
+        for index, name in interfaces:
+            try:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, membership + struct.pack("@I", index))
+            except OSError as exc:
+                problems.append(f"{name}: {exc.strerror}")
+            else:
+                joined.append((index, name))
+    except OSError as exc:
+        problems.append(exc.strerror or str(exc))
+    if sock is not None and joined:
+        return UdpEndpoint(sock, on_datagram), joined
+    if sock is not None:
+        sock.close()
+    log.warning(
+        "MQTT-SN has no IPv6 discovery: cannot join the group [%s]:%d (%s). IPv6 clients must be given the gateway's "
+        "address; check [mqttsn] multicast_group_v6, or set multicast = false if that is meant.",
+        group,
+        port,
+        "; ".join(problems),
+    )
+    return None
 
 
 class SerialEndpoint:
