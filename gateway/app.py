@@ -179,14 +179,14 @@ class Gateway:
                 sn.max_retries,
                 max_backlog_bytes=self.config.mqtt.max_backlog_bytes,
             )
-            self.mqttsn = SnGateway(self.broker, self._mqttsn_send, settings)
+            self.mqttsn = SnGateway(self.broker, self._mqttsn_send, settings, pause_reading=self._mqttsn_pause)
             self.endpoints.append(("mqtt-sn", self.config.gateway.bind, port))
             if sn.multicast:
                 if ipv4:
                     interface = self.config.gateway.bind
                     multicast_sender(self._udp, interface)
                     self._multicast = await open_multicast(
-                        sn.multicast_group, sn.multicast_port, interface, self._mqttsn_datagram
+                        sn.multicast_group, sn.multicast_port, interface, self._mqttsn_group_datagram
                     )
                 await self._open_multicast6(self._udp6 or (None if ipv4 else self._udp))
                 if self._multicast is not None or self._advertise6 is not None:
@@ -219,7 +219,7 @@ class Gateway:
         if udp6 is None:
             return
         sn = self.config.mqttsn
-        opened = await open_multicast6(sn.multicast_group_v6, sn.multicast_port, udp6.host, self._mqttsn_datagram)
+        opened = await open_multicast6(sn.multicast_group_v6, sn.multicast_port, udp6.host, self._mqttsn_group_datagram)
         if opened is None:
             return
         self._multicast6, joined = opened
@@ -249,9 +249,27 @@ class Gateway:
         elif self._udp is not None:
             self._udp.send(data, address)
 
+    def _mqttsn_pause(self, paused: bool) -> None:
+        """The store is behind: UDP waits in the kernel's buffers meanwhile (a serial line is too slow to matter)."""
+        for endpoint in (self._udp, self._udp6):
+            if endpoint is not None:
+                endpoint.pause_reading(paused)
+
     def _mqttsn_datagram(self, data: bytes, address: Address) -> None:
         if self.mqttsn is not None:
             self.mqttsn.received(data, address)
+
+    def _mqttsn_group_datagram(self, data: bytes, address: Address) -> None:
+        """A datagram to a discovery group; over IPv6 the group is answered on the link it came from."""
+        if self.mqttsn is None:
+            return
+        sn = self.config.mqttsn
+        sender = cast(tuple[object, ...], address)
+        if len(sender) == 4:
+            group: Address = (sn.multicast_group_v6, sn.multicast_port, 0, sender[3])
+        else:
+            group = (sn.multicast_group, sn.multicast_port)
+        self.mqttsn.received_on_group(data, address, group)
 
     def backup(self) -> Path:
         """A consistent archive of both databases, made while they are written (on an HTTP thread)."""

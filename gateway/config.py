@@ -77,8 +77,9 @@ class MqttOptions:
     )
     max_backlog_bytes: int = _opt(
         512 << 10,
-        "Most bytes of publishes being stored (payloads plus ~500 bytes each), all clients together; beyond it "
-        "clients are not read until the store catches up, which bounds memory.",
+        "Most bytes of publishes being stored (payloads plus ~500 bytes each), all MQTT clients together, and "
+        "as much for MQTT-SN; beyond it clients are not read until the store catches up, which bounds memory "
+        "(MQTT-SN frames that arrive regardless, from a serial line, get 'congestion' beyond twice it).",
         minimum=1024,
     )
     max_queued_messages: int = _opt(

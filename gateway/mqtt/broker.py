@@ -18,7 +18,7 @@ from gateway import __version__
 from gateway.mqtt.auth import Authorizer
 from gateway.mqtt.codec import Prop, Reason, Subscription
 from gateway.mqtt.persist import BrokerState, SessionRecord
-from gateway.mqtt.session import NEVER_EXPIRES, Message, Session, SubOptions
+from gateway.mqtt.session import NEVER_EXPIRES, Message, Outlet, Session, SubOptions
 from gateway.mqtt.topics import MAX_CACHED_TOPIC, SubscriptionTree, filter_error, filter_matches, split_shared
 
 log = logging.getLogger("gateway.mqtt")
@@ -106,6 +106,8 @@ class Broker:
         self.state = state
         self.stats = Stats()
         self.sessions: dict[str, Session] = {}
+        # Sessions whose client is away for now but still holds them: MQTT-SN clients asleep (§6.14).
+        self.sleepers: dict[str, Outlet] = {}
         self.retained: dict[str, Message] = {}
         self._tree: SubscriptionTree[Subscriber] = SubscriptionTree()
         self._hooks: list[tuple[str, PublishHook]] = []
@@ -175,6 +177,16 @@ class Broker:
         )
 
     # -- sessions -----------------------------------------------------------------------------------------------
+
+    def take_over(self, client_id: str) -> None:
+        """§3.1.4: a new connection claims `client_id`; whoever holds its session, connected or asleep, lets go.
+        Before `attach`."""
+        existing = self.sessions.get(client_id)
+        if existing is not None and existing.connection is not None:
+            existing.connection.taken_over()  # an MQTT connection or an MQTT-SN client
+        sleeper = self.sleepers.pop(client_id, None)
+        if sleeper is not None:
+            sleeper.taken_over()
 
     def attach(
         self, client_id: str, clean_start: bool, expiry_interval: int, username: str | None

@@ -510,9 +510,7 @@ class MqttConnection(asyncio.Protocol):
             self._keepalive = max_keepalive
             ack_props[Prop.SERVER_KEEP_ALIVE] = max_keepalive
 
-        existing = broker.sessions.get(client_id)
-        if existing is not None and existing.connection is not None:
-            existing.connection.taken_over()  # an MQTT connection or an MQTT-SN client
+        broker.take_over(client_id)
         session, present = broker.attach(client_id, packet.clean_start, expiry, packet.username)
         self.session = session
         session.connection = self

@@ -79,8 +79,9 @@ class SnSettings:
     max_message_size: int = 1024  # larger deliveries are dropped, as MQTT's Maximum Packet Size does
     retry_interval: float = 10.0  # T_RETRY (§7.2): unacknowledged PUBLISH / PUBREL go again after this long
     max_retries: int = 3  # N_RETRY: then the client is taken as lost (§6.13)
-    # Payload bytes of publishes being stored; beyond it publishes are refused with "congestion" (QoS 0 dropped)
-    # until the store catches up: UDP cannot be paused as TCP can, and memory must stay bounded.
+    # Bytes of publishes being stored (payload + MESSAGE_OVERHEAD). Beyond it the transports stop reading until
+    # the store has caught up by half, so a burst waits in the kernel's socket buffer rather than in our memory;
+    # beyond twice it (what arrives regardless, e.g. on a serial line) publishes get "congestion", QoS 0 is dropped.
     max_backlog_bytes: int = 512 << 10
 
 
@@ -218,9 +219,18 @@ _Pending = tuple["asyncio.Future[None]", SnClient, Session, codec.Publish, Messa
 class SnGateway:
     """Decodes datagrams, keeps the clients by address, and joins them to the broker."""
 
-    def __init__(self, broker: Broker, send: Send, settings: SnSettings | None = None) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        send: Send,
+        settings: SnSettings | None = None,
+        *,
+        pause_reading: Callable[[bool], None] | None = None,
+    ) -> None:
         self.broker = broker
         self._transport_send = send
+        self._pause_reading = pause_reading  # True: stop reading datagrams for now; False: read again
+        self._reading_paused = False
         self.settings = settings or SnSettings()
         self.predefined_ids = {name: topic_id for topic_id, name in self.settings.predefined.items()}
         self.clients: dict[Address, SnClient] = {}
@@ -279,6 +289,8 @@ class SnGateway:
             session.disconnected_at = None
             client.asleep = record["asleep"]
             self.stats.asleep += client.asleep
+            if client.asleep:
+                self.broker.sleepers[client_id] = client
             if client.asleep:
                 session.queue_qos0 = True
             else:
@@ -356,6 +368,21 @@ class SnGateway:
             self._on_will_prompt(client, message)
         else:
             self._dispatch(client, message)
+
+    def received_on_group(self, data: bytes, address: Address, group: Address) -> None:
+        """A datagram sent to the discovery group. §6.1: GWINFO answers SEARCHGW to the group, so that other
+        clients about to search hear it and need not, and to the searcher itself, which may not have joined it."""
+        try:
+            message = codec.decode(data)
+        except codec.MalformedMessage:
+            message = None
+        if not isinstance(message, codec.SearchGw):
+            self.received(data, address)  # counted, and a malformed one logged, there
+            return
+        self.stats.received += 1
+        gwinfo = codec.encode(codec.GwInfo(self.settings.gateway_id))
+        self.send(gwinfo, group)
+        self.send(gwinfo, address)
 
     def _dispatch(self, client: SnClient, message: codec.Message) -> None:
         session = client.session
@@ -456,9 +483,7 @@ class SnGateway:
 
     def _attach(self, client: SnClient) -> None:
         broker = self.broker
-        existing = broker.sessions.get(client.client_id)
-        if existing is not None and existing.connection is not None:
-            existing.connection.taken_over()  # an MQTT connection or another MQTT-SN client
+        broker.take_over(client.client_id)
         expiry = 0 if client.clean_session else NEVER_EXPIRES
         session, present = broker.attach(client.client_id, client.clean_session, expiry, None)
         client.session = session
@@ -493,6 +518,8 @@ class SnGateway:
         if session is None:
             return
         client.session = None
+        if self.broker.sleepers.get(client.client_id) is client:
+            del self.broker.sleepers[client.client_id]
         if session.connection is client or client.asleep:
             self.stats.connected -= 1
             self.stats.asleep -= client.asleep
@@ -546,6 +573,7 @@ class SnGateway:
         if not client.asleep:
             client.asleep = True
             self.stats.asleep += 1
+            self.broker.sleepers[client.client_id] = client
         client.keepalive = duration
         session.connection = None
         session.queue_qos0 = True
@@ -593,7 +621,8 @@ class SnGateway:
             else:
                 self._published(client, session, publish, message, None)
             return
-        if self.backlog_bytes >= self.settings.max_backlog_bytes:
+        limit = self.settings.max_backlog_bytes
+        if self.backlog_bytes >= 2 * limit:
             self._congested(client, publish)
             return
         done = broker.start_hooks(message, client.info)
@@ -604,6 +633,9 @@ class SnGateway:
             session.incoming_qos2[publish.msg_id] = done
         size = len(publish.data) + MESSAGE_OVERHEAD
         self.backlog_bytes += size
+        if self.backlog_bytes >= limit and not self._reading_paused and self._pause_reading is not None:
+            self._reading_paused = True
+            self._pause_reading(True)
         self._pending.append((done, client, session, publish, message, size))
         if done is not self._awaited:
             self._awaited = done
@@ -618,6 +650,10 @@ class SnGateway:
             self._published(client, session, publish, message, error)
         if not pending:
             self._awaited = None
+        if self._reading_paused and self.backlog_bytes < self.settings.max_backlog_bytes // 2:
+            self._reading_paused = False
+            assert self._pause_reading is not None
+            self._pause_reading(False)
 
     def _congested(self, client: SnClient, publish: codec.Publish) -> None:
         """§5.3.10 "rejected: congestion": the client sends it again later; a QoS 0 message is lost."""

@@ -46,6 +46,7 @@ class UdpEndpoint:
         self._view = memoryview(bytearray(MAX_DATAGRAM))
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(sock.fileno(), self._readable)
+        self._paused = False
 
     @property
     def host(self) -> str:
@@ -73,6 +74,18 @@ class UdpEndpoint:
             except Exception:
                 # One client's datagram must never stop the others being served.
                 log.exception("MQTT-SN datagram from %s could not be handled", show_address(address))
+            if self._paused:
+                return
+
+    def pause_reading(self, paused: bool) -> None:
+        """Stop reading (datagrams wait in the socket's buffer, and beyond it the kernel drops them), or go on."""
+        if paused == self._paused:
+            return
+        self._paused = paused
+        if paused:
+            self._loop.remove_reader(self.sock.fileno())
+        else:
+            self._loop.add_reader(self.sock.fileno(), self._readable)
 
     def send(self, data: bytes, address: Address) -> None:
         try:
@@ -104,8 +117,9 @@ def multicast_sender(endpoint: UdpEndpoint, interface: str) -> None:
 
 async def open_multicast(
     group: str, port: int, interface: str, on_datagram: Callable[[bytes, Address], None]
-) -> UdpEndpoint:
-    """A socket that hears the discovery group (SEARCHGW). Several gateways on one host may share the port."""
+) -> UdpEndpoint | None:
+    """A socket that hears the discovery group (SEARCHGW). Several gateways on one host may share the port. None,
+    after a warning, when the group cannot be joined (e.g. no network yet): the gateway works without discovery."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -113,11 +127,16 @@ async def open_multicast(
         _join(sock, group, interface)
     except OSError as exc:
         sock.close()
-        raise OSError(
-            exc.errno,
-            f"cannot join the MQTT-SN discovery group {group}:{port} on {interface}: {exc.strerror}. Set [mqttsn] "
-            "multicast = false, or another multicast_group / multicast_port.",
-        ) from exc
+        log.warning(
+            "MQTT-SN has no IPv4 discovery: cannot join the group %s:%d on %s (%s). Clients must be given the "
+            "gateway's address until it is restarted with a network that has a multicast route; check [mqttsn] "
+            "multicast_group / multicast_port, or set multicast = false if that is meant.",
+            group,
+            port,
+            interface,
+            exc.strerror or exc,
+        )
+        return None
     return UdpEndpoint(sock, on_datagram)
 
 

@@ -236,7 +236,7 @@ def test_topic_ids_subscriptions_and_sleep_survive_a_gateway_restart(gateway: Ga
 
 def test_discovery_advertise_and_searchgw_on_the_multicast_group(gateway_factory: Callable[..., Gateway]) -> None:
     """§6.1: ADVERTISE goes to the group from the gateway's own port (which is how a client learns where to
-    connect); a SEARCHGW sent to the group is answered with GWINFO from that port."""
+    connect); a SEARCHGW sent to the group is answered with GWINFO from that port, to the searcher and the group."""
     probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     probe.bind(("127.0.0.1", 0))
     group_port = probe.getsockname()[1]  # a port of our own, so that parallel tests do not hear each other
@@ -260,6 +260,9 @@ def test_discovery_advertise_and_searchgw_on_the_multicast_group(gateway_factory
         answer, where = asker.recvfrom(64)
         assert codec.decode(answer) == codec.GwInfo(42) and where[1] == gateway.mqttsn_port
         asker.close()
+        # The group hears the GWINFO too (besides the SEARCHGW and more ADVERTISEs), from the gateway's port.
+        heard = [listener.recvfrom(64) for _ in range(4)]
+        assert (codec.GwInfo(42), gateway.mqttsn_port) in [(codec.decode(d), s[1]) for d, s in heard]
     finally:
         listener.close()
 
@@ -304,3 +307,96 @@ def test_an_mqtt_connection_with_the_same_client_id_takes_the_session_over(
     assert wait_until(lambda: "MQTT-SN client shared-id" in gateway.log() and "taken over" in gateway.log())
     sn.send(codec.PingReq())
     assert sn.receive() == codec.Disconnect()  # no longer connected
+
+
+def test_a_sleeping_clients_session_taken_over_by_mqtt_moves_with_what_was_buffered(
+    gateway: Gateway, sn: SnClient, clients: list[Client]
+) -> None:
+    """§3.1.4 for a client asleep (§6.14): the MQTT connection gets the session and its buffered message; the
+    sleeper, when it wakes, is told it is no longer connected; nothing of it is left to fire later."""
+    sn.send(codec.Connect("napper", 60, clean_session=False))
+    assert sn.receive() == codec.ConnAck(ReturnCode.ACCEPTED)
+    sn.send(codec.Subscribe(1, "cmd/napper", qos=1))
+    assert isinstance(sn.receive(), codec.SubAck)
+    sn.send(codec.Disconnect(1))  # asleep for 1 s: lost after 1.5 s if it still held the session
+    assert sn.receive() == codec.Disconnect()
+    commander = Client(gateway.mqtt_port, "napper-commander")
+    clients.append(commander)
+    commander.publish("cmd/napper", b"wake up", 1)
+    heir = Client(gateway.mqtt_port, "napper", clean=False)
+    clients.append(heir)
+    assert heir.expect().payload == b"wake up"  # the session moved with its buffer
+    assert "MQTT-SN client napper" in gateway.log() and "taken over" in gateway.log()
+    sn.send(codec.PingReq("napper"))
+    assert sn.receive() == codec.Disconnect()  # not connected any more
+    time_past_sleep = 2.0
+    heir.expect_none(time_past_sleep)
+    commander.publish("cmd/napper", b"still mine", 1)
+    assert heir.expect().payload == b"still mine"  # the sleeper's supervision did not end the heir's session
+
+
+def test_will_topic_and_message_updates_are_answered_and_used(
+    gateway: Gateway, sn: SnClient, clients: list[Client]
+) -> None:
+    """§6.4: WILLTOPICUPD (new topic, QoS, retain; the message is kept), WILLMSGUPD (new message); an empty
+    WILLTOPICUPD deletes the will. Each is answered with its RESP."""
+    watcher = Client(gateway.mqtt_port, "will-update-watcher")
+    clients.append(watcher)
+    watcher.subscribe("wills/#", 1)
+    sn.send(codec.Connect("updater", 1, will=True))
+    assert sn.receive() == codec.WillTopicReq()
+    sn.send(codec.WillTopic("wills/old", 0))
+    assert sn.receive() == codec.WillMsgReq()
+    sn.send(codec.WillMsg(b"first words"))
+    assert sn.receive() == codec.ConnAck(ReturnCode.ACCEPTED)
+    sn.send(codec.WillTopicUpd("wills/new", 1))
+    assert sn.receive() == codec.WillTopicResp(ReturnCode.ACCEPTED)
+    sn.send(codec.WillTopicUpd("wills/+", 1))  # a filter is no topic to publish to
+    assert sn.receive() == codec.WillTopicResp(ReturnCode.NOT_SUPPORTED)
+    sn.send(codec.WillMsgUpd(b"last words"))
+    assert sn.receive() == codec.WillMsgResp(ReturnCode.ACCEPTED)
+    message = watcher.expect(timeout=5)  # silent past 1.5 s: lost, and the updated will goes out
+    assert (message.topic, message.payload, message.qos) == ("wills/new", b"last words", 1)
+
+
+def test_an_empty_will_topic_update_deletes_the_will(gateway: Gateway, sn: SnClient, clients: list[Client]) -> None:
+    watcher = Client(gateway.mqtt_port, "will-delete-watcher")
+    clients.append(watcher)
+    watcher.subscribe("wills/#", 1)
+    sn.send(codec.Connect("repentant", 1, will=True))
+    assert sn.receive() == codec.WillTopicReq()
+    sn.send(codec.WillTopic("wills/repentant", 1))
+    assert sn.receive() == codec.WillMsgReq()
+    sn.send(codec.WillMsg(b"gone"))
+    assert sn.receive() == codec.ConnAck(ReturnCode.ACCEPTED)
+    sn.send(codec.WillTopicUpd())
+    assert sn.receive() == codec.WillTopicResp(ReturnCode.ACCEPTED)
+    sn.send(codec.WillMsgUpd(b"no will to change"))
+    assert sn.receive() == codec.WillMsgResp(ReturnCode.NOT_SUPPORTED)
+    assert wait_until(lambda: "repentant (" in gateway.log() and "lost" in gateway.log(), timeout=5)
+    watcher.expect_none(0.5)
+
+
+def test_a_burst_beyond_the_store_backlog_waits_in_the_socket_and_is_stored_whole(
+    gateway_factory: Callable[..., Gateway],
+) -> None:
+    """With a tiny backlog the gateway stops reading while the store catches up (the kernel's socket buffer holds
+    the burst) instead of refusing or dropping what arrived."""
+    gateway = gateway_factory("[mqtt]\nmax_backlog_bytes = 2048\n")
+    sn = SnClient(gateway.mqttsn_port)
+    try:
+        sn.send(codec.Connect("burster", 60))
+        assert sn.receive() == codec.ConnAck(ReturnCode.ACCEPTED)
+        sn.send(codec.Register(0, 1, "db/append/SNBURST"))
+        regack = sn.receive()
+        assert isinstance(regack, codec.RegAck)
+        for k in range(400):
+            sn.send(codec.Publish(regack.topic_id, 0, json.dumps(["burst", T0 + k, k]).encode()))
+        assert wait_until(lambda: rows(gateway, "select count(*) from snburst") == [[400]])
+        url = f"{gateway.http_url}/api/status"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            status = json.loads(response.read())["status"]
+        assert status["mqttsn_publish_congested_total"] == 0
+        assert status["mqttsn_datagrams_received_total"] >= 402  # and the gateway's own ADVERTISE, heard back
+    finally:
+        sn.close()
