@@ -328,6 +328,11 @@ class Session:
             self.store.put_delivery(self.client_id, delivery)
         return True
 
+    def discard(self, delivery: Delivery) -> None:
+        """Drop one message the client will never take (e.g. it refused its topic), counted as dropped."""
+        self._forget(delivery)
+        self.counters.messages_dropped += 1
+
     def discard_messages(self) -> None:
         for delivery in [*self.inflight.values(), *(self.queue or ())]:
             self._forget(delivery)

@@ -66,6 +66,17 @@ def _address_from_json(raw: list[Any]) -> Address:
     return (raw[1], raw[2])
 
 
+@dataclass(slots=True)
+class Registration:
+    """A REGISTER the gateway sent (§6.10), waiting for its REGACK with the PUBLISH that needed it."""
+
+    msg_id: int
+    topic_id: int
+    topic: str
+    delivery: Delivery
+    dup: bool
+
+
 # Topic ids the gateway hands out; 0x0000 and 0xFFFF are reserved (§5.3.11).
 _FIRST_TOPIC_ID, _LAST_TOPIC_ID = 1, 0xFFFE
 
@@ -102,10 +113,12 @@ class SnClient:
         "last_seen",
         "names",
         "receive_maximum",
+        "registering",
         "retries",
         "retry_timer",
         "session",
         "timer",
+        "waking",
         "will",
         "will_pending",
     )
@@ -128,6 +141,8 @@ class SnClient:
         self.will_pending: codec.WillTopic | None = None  # during the will prompts of CONNECT
         self.keepalive = keepalive  # seconds; while asleep, the sleep duration (§6.14)
         self.asleep = False
+        self.waking = False  # asleep, but woken by a PINGREQ until its buffered messages are sent (§6.14)
+        self.registering: Registration | None = None
         self.last_seen = time.monotonic()
         self.timer: asyncio.TimerHandle | None = None
         self.retry_timer: asyncio.TimerHandle | None = None
@@ -137,7 +152,7 @@ class SnClient:
 
     @property
     def writable(self) -> bool:
-        return True
+        return self.registering is None  # §6.10: nothing more is sent while a REGISTER waits for its REGACK
 
     def send_publish(self, delivery: Delivery, dup: bool) -> bool:
         message = delivery.message
@@ -146,10 +161,21 @@ class SnClient:
         data = codec.encode(packet)
         if len(data) > self._gateway.settings.max_message_size:
             return False
+        if topic_id == 0:
+            # §6.10: the client learns a topic it receives through a wildcard before the first PUBLISH on it.
+            self.registering = Registration(self.next_msg_id(), self._free_topic_id(), message.topic, delivery, dup)
+            self.send_register()
+            self._gateway.retry_later(self)
+            return True
         self._gateway.send(data, self.address)
         if delivery.qos:
             self._gateway.retry_later(self)
         return True
+
+    def send_register(self) -> None:
+        registration = self.registering
+        assert registration is not None
+        self.send(codec.Register(registration.topic_id, registration.msg_id, registration.topic))
 
     def send_pubrel(self, packet_id: int) -> None:
         self.send(codec.PubRel(packet_id))
@@ -161,31 +187,32 @@ class SnClient:
     # -- topics ---------------------------------------------------------------------------------------------------
 
     def _topic_id_for(self, topic: str) -> tuple[int, TopicIdType]:
+        """How a PUBLISH names `topic` to this client; id 0 when it must be registered first."""
         predefined = self._gateway.predefined_ids.get(topic)
         if predefined is not None:
             return predefined, TopicIdType.PREDEFINED
         if len(topic.encode()) == 2:
             return codec.short_topic_id(topic), TopicIdType.SHORT
-        topic_id = self.ids.get(topic)
-        if topic_id is None:
-            # §6.10: the client learns a topic it receives through a wildcard before its first PUBLISH.
-            topic_id = self.register(topic)
-            self.send(codec.Register(topic_id, self.next_msg_id(), topic))
-        return topic_id, TopicIdType.NORMAL
+        return self.ids.get(topic, 0), TopicIdType.NORMAL
 
-    def register(self, name: str) -> int:
-        """The id of `name` for this client, registered now if new."""
+    def register(self, name: str, topic_id: int = 0) -> int:
+        """The id of `name` for this client, registered now (with `topic_id`, or a free one) if new."""
         existing = self.ids.get(name)
         if existing is not None:
             return existing
-        predefined = self._gateway.settings.predefined
-        topic_id = self._next_topic_id
-        while topic_id in self.names or topic_id in predefined:
-            topic_id = topic_id % _LAST_TOPIC_ID + 1
-        self._next_topic_id = topic_id % _LAST_TOPIC_ID + 1
+        topic_id = topic_id or self._free_topic_id()
         self.names[topic_id] = name
         self.ids[name] = topic_id
         self._gateway.save(self)
+        return topic_id
+
+    def _free_topic_id(self) -> int:
+        predefined = self._gateway.settings.predefined
+        pending = self.registering.topic_id if self.registering else None
+        topic_id = self._next_topic_id
+        while topic_id in self.names or topic_id in predefined or topic_id == pending:
+            topic_id = topic_id % _LAST_TOPIC_ID + 1
+        self._next_topic_id = topic_id % _LAST_TOPIC_ID + 1
         return topic_id
 
     def publish_topic(self, topic_id: int, kind: TopicIdType) -> str | None:
@@ -392,7 +419,7 @@ class SnGateway:
         elif isinstance(message, codec.Register):
             self._on_register(client, message)
         elif isinstance(message, codec.RegAck):
-            pass  # the PUBLISH that needed it went out behind the REGISTER
+            self._on_regack(client, session, message)
         elif isinstance(message, codec.PubAck):
             client.retries = 0
             session.acknowledged(message.msg_id, 1)
@@ -552,7 +579,8 @@ class SnGateway:
     def _retry(self, client: SnClient) -> None:
         client.retry_timer = None
         session = client.session
-        if session is None or client.asleep or not session.inflight:
+        asleep = client.asleep and not client.waking
+        if session is None or asleep or not (session.inflight or client.registering):
             client.retries = 0
             return
         client.retries += 1
@@ -565,7 +593,10 @@ class SnGateway:
             )
             self._end(client, will=True)
             return
-        session.resend_inflight()
+        if client.registering is not None:
+            client.send_register()  # what waits behind it goes once it is answered
+        else:
+            session.resend_inflight()
         self.retry_later(client)
 
     def _fall_asleep(self, client: SnClient, session: Session, duration: int) -> None:
@@ -575,6 +606,7 @@ class SnGateway:
             self.stats.asleep += 1
             self.broker.sleepers[client.client_id] = client
         client.keepalive = duration
+        client.waking = False
         session.connection = None
         session.queue_qos0 = True
         self.broker.set_expiry(session, max(session.expiry_interval, int(duration * 1.5) + 1))
@@ -586,11 +618,16 @@ class SnGateway:
         session = client.session
         assert session is not None
         if isinstance(message, codec.PingReq):
-            # Awake for a moment: the buffered messages go out, then PINGRESP tells the client it may sleep again.
-            session.connection = client
-            session.resend_inflight()
-            session.connection = None
-            client.send(codec.PingResp())
+            # Awake for a moment: the buffered messages go out (a REGISTER first waits for its REGACK), then
+            # PINGRESP tells the client it may sleep again.
+            pending = client.registering  # from before it slept, or its REGACK was lost and the PINGREQ came again
+            if not client.waking:
+                client.waking = True
+                session.connection = client
+                session.resend_inflight()
+            if pending is not None:
+                client.send_register()
+            self._woken(client, session)
         elif isinstance(message, codec.Disconnect):
             client.send(codec.Disconnect())
             if message.duration:
@@ -601,6 +638,13 @@ class SnGateway:
             self._dispatch(client, message)  # answers to what was sent while it was awake
         else:
             log.info("MQTT-SN client %s is asleep: %s ignored", client.client_id, type(message).__name__)
+
+    def _woken(self, client: SnClient, session: Session) -> None:
+        """PINGRESP once the buffered messages are out (§6.14), and never before a pending REGACK came."""
+        if client.waking and client.registering is None:
+            client.waking = False
+            session.connection = None
+            client.send(codec.PingResp())
 
     # -- publishing -----------------------------------------------------------------------------------------------
 
@@ -704,6 +748,28 @@ class SnGateway:
             return
         message = Message(topic, publish.data, 0, publish.retain)
         self.broker.publish_internal(message)
+
+    def _on_regack(self, client: SnClient, session: Session, regack: codec.RegAck) -> None:
+        """§6.10: the client knows the topic now; the PUBLISH that waited for it goes, then what queued behind."""
+        registration = client.registering
+        if registration is None or regack.msg_id != registration.msg_id:
+            return  # a late or repeated answer
+        client.registering = None
+        client.retries = 0
+        if regack.return_code == ReturnCode.ACCEPTED:
+            client.register(registration.topic, registration.topic_id)
+            client.send_publish(registration.delivery, registration.dup)
+        else:
+            log.info(
+                "MQTT-SN client %s refused the topic %r (%s): the message on it is dropped",
+                client.client_id,
+                registration.topic,
+                ReturnCode(regack.return_code).name.lower().replace("_", " "),
+            )
+            session.discard(registration.delivery)
+        if session.connection is client:
+            session.pump()
+        self._woken(client, session)
 
     def _on_register(self, client: SnClient, register: codec.Register) -> None:
         name = register.topic_name

@@ -106,10 +106,11 @@ def test_subscriber_gets_a_register_then_what_a_paho_client_publishes(
     paho.publish("alerts/kitchen", b"smoke", 1)
     register = sn.receive()
     assert isinstance(register, codec.Register) and register.topic_name == "alerts/kitchen"  # §6.10
+    assert sn.nothing()  # the PUBLISH waits for the REGACK
+    sn.send(codec.RegAck(register.topic_id, register.msg_id, ReturnCode.ACCEPTED))
     publish = sn.receive()
     assert isinstance(publish, codec.Publish)
     assert (publish.topic_id, publish.data, publish.qos) == (register.topic_id, b"smoke", 1)
-    sn.send(codec.RegAck(register.topic_id, register.msg_id, ReturnCode.ACCEPTED))
     sn.send(codec.PubAck(publish.topic_id, publish.msg_id, ReturnCode.ACCEPTED))
     # A short topic name travels in the id field and is echoed as it came (§6.7).
     paho.subscribe("ab", 0)
@@ -398,5 +399,67 @@ def test_a_burst_beyond_the_store_backlog_waits_in_the_socket_and_is_stored_whol
             status = json.loads(response.read())["status"]
         assert status["mqttsn_publish_congested_total"] == 0
         assert status["mqttsn_datagrams_received_total"] >= 402  # and the gateway's own ADVERTISE, heard back
+    finally:
+        sn.close()
+
+
+def test_a_sleeper_woken_gets_register_then_after_its_regack_the_publish_then_pingresp(
+    gateway: Gateway, sn: SnClient, clients: list[Client]
+) -> None:
+    """§6.10 and §6.14 together: the buffered message's topic is new to the client (a wildcard subscription), so
+    the wake is REGISTER, (REGACK), PUBLISH, PINGRESP; PINGRESP neither before the buffer nor held back after."""
+    sn.send(codec.Connect("dozer", 60, clean_session=False))
+    assert sn.receive() == codec.ConnAck(ReturnCode.ACCEPTED)
+    sn.send(codec.Subscribe(1, "news/#", qos=1))
+    assert isinstance(sn.receive(), codec.SubAck)
+    sn.send(codec.Disconnect(600))
+    assert sn.receive() == codec.Disconnect()
+    paho = Client(gateway.mqtt_port, "newsroom")
+    clients.append(paho)
+    paho.publish("news/today", b"extra", 1)
+    sn.send(codec.PingReq("dozer"))
+    register = sn.receive()
+    assert isinstance(register, codec.Register) and register.topic_name == "news/today"
+    assert sn.nothing()  # neither the PUBLISH nor the PINGRESP before the REGACK
+    sn.send(codec.PingReq("dozer"))  # the client's PINGREQ timed out: the REGISTER goes again, same MsgId
+    assert sn.receive() == register
+    sn.send(codec.RegAck(register.topic_id, register.msg_id, ReturnCode.ACCEPTED))
+    publish = sn.receive()
+    assert isinstance(publish, codec.Publish) and (publish.topic_id, publish.data) == (register.topic_id, b"extra")
+    assert sn.receive() == codec.PingResp()
+    sn.send(codec.PubAck(publish.topic_id, publish.msg_id, ReturnCode.ACCEPTED))
+    paho.publish("news/today", b"more", 1)  # registered now: no second REGISTER
+    sn.send(codec.PingReq("dozer"))
+    again = sn.receive()
+    assert isinstance(again, codec.Publish) and (again.topic_id, again.data) == (register.topic_id, b"more")
+    assert sn.receive() == codec.PingResp()
+
+
+def test_a_register_refused_drops_its_message_and_a_lost_regack_is_asked_again(
+    gateway_factory: Callable[..., Gateway], clients: list[Client]
+) -> None:
+    """§6.10, §6.13: a REGISTER unanswered goes again after retry_interval with the same MsgId; a REGACK with a
+    rejection drops the message that needed the topic, and what comes next still flows."""
+    gateway = gateway_factory("[mqttsn]\nretry_interval = 0.5\n")
+    sn = SnClient(gateway.mqttsn_port)
+    try:
+        sn.send(codec.Connect("picky", 60))
+        assert sn.receive() == codec.ConnAck(ReturnCode.ACCEPTED)
+        sn.send(codec.Subscribe(1, "feed/#", qos=0))
+        assert isinstance(sn.receive(), codec.SubAck)
+        paho = Client(gateway.mqtt_port, "feeder")
+        clients.append(paho)
+        paho.publish("feed/unwanted", b"no", 0)
+        first = sn.receive()
+        assert isinstance(first, codec.Register) and first.topic_name == "feed/unwanted"
+        assert sn.receive() == first  # not answered within retry_interval: asked again
+        sn.send(codec.RegAck(0, first.msg_id, ReturnCode.NOT_SUPPORTED))
+        paho.publish("feed/wanted", b"yes", 0)
+        second = sn.receive()
+        assert isinstance(second, codec.Register) and second.topic_name == "feed/wanted"
+        sn.send(codec.RegAck(second.topic_id, second.msg_id, ReturnCode.ACCEPTED))
+        publish = sn.receive()
+        assert isinstance(publish, codec.Publish) and publish.data == b"yes"  # "no" was dropped
+        assert "refused the topic 'feed/unwanted'" in gateway.log()
     finally:
         sn.close()
