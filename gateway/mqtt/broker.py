@@ -319,6 +319,14 @@ class Broker:
 
     # -- subscriptions ------------------------------------------------------------------------------------------
 
+    def may_publish(self, username: str | None, client_id: str, topic: str) -> bool:
+        """Whether a client may publish to `topic` (the ACL; $SYS is the broker's own: a client publishing there
+        could fake the statistics others rely on)."""
+        if topic.startswith("$SYS"):
+            return False
+        authorizer = self.authorizer
+        return authorizer.acl is None or authorizer.may_write(username, client_id, topic)
+
     def subscribe(self, session: Session, sub: Subscription, identifier: int | None) -> tuple[int, bool]:
         """Returns (reason code for SUBACK, whether the subscription is new). The caller saves the session once
         for the whole SUBSCRIBE packet (`save_subscriptions`)."""

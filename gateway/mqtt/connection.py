@@ -489,7 +489,7 @@ class MqttConnection(asyncio.Protocol):
             )
         will = packet.will
         if will is not None:
-            if not self._may_publish(packet.username, client_id, will.topic):
+            if not self.broker.may_publish(packet.username, client_id, will.topic):
                 return self._refuse(Reason.NOT_AUTHORIZED, f"the ACL does not allow a will on {will.topic!r}")
             if will.retain and not broker.settings.retain_available:
                 return self._refuse(Reason.RETAIN_NOT_SUPPORTED, "retained messages are turned off")
@@ -635,7 +635,7 @@ class MqttConnection(asyncio.Protocol):
                 return
             if qos == 1:
                 self._qos1_unacked += 1
-        if not self._may_publish(session.username, session.client_id, topic):
+        if not self.broker.may_publish(session.username, session.client_id, topic):
             log.info("client %s: publish to %r denied by the ACL", session.client_id, topic)
             broker.stats.publish_rejected += 1
             denied = PublishRejected("the ACL does not allow publishing here", Reason.NOT_AUTHORIZED)
@@ -661,13 +661,6 @@ class MqttConnection(asyncio.Protocol):
             elif qos == 2:
                 session.qos2_accepted(pid)
                 self.write(ack_bytes(0x50, pid))
-
-    def _may_publish(self, username: str | None, client_id: str, topic: str) -> bool:
-        # $SYS belongs to the broker: a client publishing there could fake the statistics others rely on.
-        if topic.startswith("$SYS"):
-            return False
-        authorizer = self.broker.authorizer
-        return authorizer.acl is None or authorizer.may_write(username, client_id, topic)
 
     def _after(self, future: asyncio.Future[None] | None, finish: Finish) -> None:
         """Run `finish` once `future` is done and everything received before it is finished."""

@@ -458,6 +458,15 @@ class SnGateway:
         if connect.protocol_id != 0x01:
             self.send_message(codec.ConnAck(ReturnCode.NOT_SUPPORTED), address)
             return
+        if not self.broker.authorizer.authenticate(None, None):
+            log.warning(
+                "MQTT-SN client %s (%s) refused: MQTT-SN has no user names, and [mqtt] allow_anonymous = false. To "
+                "let MQTT-SN sensors in, allow anonymous clients and limit what they may do with an acl_file.",
+                connect.client_id,
+                address,
+            )
+            self.send_message(codec.ConnAck(ReturnCode.NOT_SUPPORTED), address)
+            return
         previous = self.clients.pop(address, None)
         if previous is not None and previous.session is not None:
             self._end(previous, will=False, forget=False)
@@ -478,9 +487,16 @@ class SnGateway:
             client.send(codec.WillMsgReq())
         elif isinstance(message, codec.WillMsg) and client.will_pending is not None:
             will = client.will_pending
+            client.will_pending = None
+            if will.topic and not self.broker.may_publish(None, client.client_id, will.topic):
+                log.info(
+                    "MQTT-SN client %s refused: its will topic %r is denied by the ACL", client.client_id, will.topic
+                )
+                self.clients.pop(client.address, None)
+                client.send(codec.ConnAck(ReturnCode.NOT_SUPPORTED))
+                return
             if will.topic and topic_name_error(will.topic) is None:
                 client.will = Message(will.topic, message.data, will.qos, will.retain, sender=client.client_id)
-            client.will_pending = None
             self._attach(client)
         else:
             log.info("MQTT-SN client %s: %s during CONNECT ignored", client.client_id, type(message).__name__)
@@ -489,7 +505,9 @@ class SnGateway:
         """§6.4: a new will topic (and QoS, retain) keeps the will message; an empty one deletes the will."""
         if not update.topic:
             client.will = None
-        elif topic_name_error(update.topic) is not None:
+        elif topic_name_error(update.topic) is not None or not self.broker.may_publish(
+            None, client.client_id, update.topic
+        ):
             client.send(codec.WillTopicResp(ReturnCode.NOT_SUPPORTED))
             return
         else:
@@ -657,8 +675,14 @@ class SnGateway:
         if publish.qos == 2 and publish.msg_id in session.incoming_qos2:
             client.send(codec.PubRec(publish.msg_id))  # a resent QoS 2 message is acknowledged, not delivered again
             return
-        message = Message(topic, publish.data, publish.qos, publish.retain, sender=client.client_id)
         broker = self.broker
+        if not broker.may_publish(None, client.client_id, topic):
+            log.info("MQTT-SN client %s: publish to %r denied by the ACL", client.client_id, topic)
+            broker.stats.publish_rejected += 1
+            if publish.qos > 0:  # §5.3.10 has no "not authorized": "not supported" tells it not to try again
+                client.send(codec.PubAck(publish.topic_id, publish.msg_id, ReturnCode.NOT_SUPPORTED))
+            return
+        message = Message(topic, publish.data, publish.qos, publish.retain, sender=client.client_id)
         if not broker.hooks_for(topic):
             if self._pending:  # behind messages of this client still being stored: keep its order
                 self._pending.append((self._pending[-1][0], client, session, publish, message, 0))
@@ -745,6 +769,11 @@ class SnGateway:
         topic = self.publish_topic(publish.topic_id, publish.topic_id_type)
         if publish.topic_id_type == TopicIdType.NORMAL or topic is None:
             log.info("MQTT-SN QoS -1 publish from %s to an unknown topic id %d dropped", address, publish.topic_id)
+            return
+        if not self.broker.authorizer.authenticate(None, None) or not self.broker.may_publish(None, "", topic):
+            log.info(
+                "MQTT-SN QoS -1 publish from %s to %r dropped: anonymous clients may not publish there", address, topic
+            )
             return
         message = Message(topic, publish.data, 0, publish.retain)
         self.broker.publish_internal(message)

@@ -11,6 +11,7 @@ import socket
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -60,6 +61,11 @@ def rows(gateway: Gateway, sql: str) -> Any:
     url = f"{gateway.http_url}/db/query?" + urllib.parse.urlencode({"q": sql})
     with urllib.request.urlopen(url, timeout=10) as response:
         return json.loads(response.read())["data"]["rows"]
+
+
+def table_names(gateway: Gateway) -> str:
+    with urllib.request.urlopen(f"{gateway.http_url}/api/tables", timeout=10) as response:
+        return str(response.read().decode())
 
 
 def test_connect_register_and_publish_qos1_is_stored_before_its_puback(gateway: Gateway, sn: SnClient) -> None:
@@ -461,5 +467,58 @@ def test_a_register_refused_drops_its_message_and_a_lost_regack_is_asked_again(
         publish = sn.receive()
         assert isinstance(publish, codec.Publish) and publish.data == b"yes"  # "no" was dropped
         assert "refused the topic 'feed/unwanted'" in gateway.log()
+    finally:
+        sn.close()
+
+
+def test_the_acl_applies_to_mqttsn_clients_as_anonymous_ones(
+    gateway_factory: Callable[..., Gateway], tmp_path: Path
+) -> None:
+    """MQTT-SN has no user names: its clients get the ACL's rules for anonymous clients, like MQTT ones without a
+    user name; a publish the ACL denies is answered "not supported" (§5.3.10 has no "not authorized")."""
+    acl = tmp_path / "acl"
+    acl.write_text("topic write db/append/SNALLOWED\ntopic read open/#\n")
+    gateway = gateway_factory(f'[mqtt]\nacl_file = "{acl}"\n')
+    sn = SnClient(gateway.mqttsn_port)
+    try:
+        sn.send(codec.Connect("restricted", 60))
+        assert sn.receive() == codec.ConnAck(ReturnCode.ACCEPTED)
+        ids = {}
+        for msg_id, table in enumerate(("SNALLOWED", "SNDENIED"), start=1):
+            sn.send(codec.Register(0, msg_id, f"db/append/{table}"))
+            regack = sn.receive()
+            assert isinstance(regack, codec.RegAck)
+            ids[table] = regack.topic_id
+        reading = json.dumps(["t", T0, 1]).encode()
+        sn.send(codec.Publish(ids["SNALLOWED"], 10, reading, qos=1))
+        assert sn.receive() == codec.PubAck(ids["SNALLOWED"], 10, ReturnCode.ACCEPTED)
+        sn.send(codec.Publish(ids["SNDENIED"], 11, reading, qos=1))
+        assert sn.receive() == codec.PubAck(ids["SNDENIED"], 11, ReturnCode.NOT_SUPPORTED)
+        sn.send(codec.Subscribe(12, "secret/#", qos=0))
+        assert sn.receive() == codec.SubAck(0, 12, ReturnCode.NOT_SUPPORTED)
+        sn.send(codec.Subscribe(13, "open/#", qos=0))
+        assert sn.receive() == codec.SubAck(0, 13, ReturnCode.ACCEPTED)
+        assert rows(gateway, "select count(*) from snallowed") == [[1]]
+        assert "SNDENIED" not in table_names(gateway)
+        assert "denied by the ACL" in gateway.log()
+    finally:
+        sn.close()
+
+
+def test_without_anonymous_clients_mqttsn_clients_are_refused_with_a_reason(
+    gateway_factory: Callable[..., Gateway],
+) -> None:
+    gateway = gateway_factory(
+        '[mqtt]\nallow_anonymous = false\n[mqttsn]\npredefined_topics = { 3 = "db/append/SNANON" }\n'
+    )
+    sn = SnClient(gateway.mqttsn_port)
+    try:
+        sn.send(codec.Connect("nameless", 60))
+        assert sn.receive() == codec.ConnAck(ReturnCode.NOT_SUPPORTED)
+        sn.send(codec.Publish(3, 0, json.dumps(["t", T0, 1]).encode(), qos=-1, topic_id_type=TopicIdType.PREDEFINED))
+        assert sn.nothing()
+        assert wait_until(lambda: "anonymous clients may not publish there" in gateway.log())
+        assert "allow_anonymous = false" in gateway.log()
+        assert "SNANON" not in table_names(gateway)
     finally:
         sn.close()
