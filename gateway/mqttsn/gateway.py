@@ -206,6 +206,12 @@ class SnClient:
         self._gateway.save(self)
         return topic_id
 
+    def learn_topics(self, topics: dict[int, str]) -> None:
+        """Topic ids registered before (a restart, an earlier connection of a persistent session)."""
+        self.names.update(topics)
+        self.ids.update((name, topic_id) for topic_id, name in topics.items())
+        self._next_topic_id = max(self.names, default=0) % _LAST_TOPIC_ID + 1
+
     def _free_topic_id(self) -> int:
         predefined = self._gateway.settings.predefined
         pending = self.registering.topic_id if self.registering else None
@@ -261,6 +267,7 @@ class SnGateway:
         self.settings = settings or SnSettings()
         self.predefined_ids = {name: topic_id for topic_id, name in self.settings.predefined.items()}
         self.clients: dict[Address, SnClient] = {}
+        self._parked: dict[str, dict[int, str]] = {}  # topic ids of clients away with a persistent session
         self.stats = SnStats()
         self.backlog_bytes = 0
         # Publishes waiting for their hooks, answered in arrival order; those stored in one batch share its future,
@@ -288,9 +295,19 @@ class SnGateway:
         }
         state.put_record(_RECORD_KIND, client.client_id, json.dumps(record).encode())
 
-    def _forget(self, client: SnClient) -> None:
-        if self.broker.state is not None:
-            self.broker.state.delete_record(_RECORD_KIND, client.client_id)
+    def _park(self, client: SnClient) -> None:
+        """A client gone for good: with a persistent session its topic ids stay for its next CONNECT (lost topic
+        ids after a reconnect are a known failing of other gateways); otherwise its record goes."""
+        state = self.broker.state
+        if client.clean_session or not client.names:
+            self._parked.pop(client.client_id, None)
+            if state is not None:
+                state.delete_record(_RECORD_KIND, client.client_id)
+            return
+        self._parked[client.client_id] = client.names
+        if state is not None:
+            topics = {str(topic_id): name for topic_id, name in client.names.items()}
+            state.put_record(_RECORD_KIND, client.client_id, json.dumps({"gone": True, "topics": topics}).encode())
 
     def _restore(self) -> None:
         state = self.broker.state
@@ -302,13 +319,14 @@ class SnGateway:
                 state.delete_record(_RECORD_KIND, client_id)
                 continue
             record = json.loads(raw)
+            topics = {int(topic_id): name for topic_id, name in record["topics"].items()}
+            if record.get("gone"):
+                self._parked[client_id] = topics
+                continue
             client = SnClient(
                 self, _address_from_json(record["address"]), client_id, record["clean"], record["keepalive"]
             )
-            for topic_id, name in record["topics"].items():
-                client.names[int(topic_id)] = name
-                client.ids[name] = int(topic_id)
-            client._next_topic_id = max(client.names, default=0) % _LAST_TOPIC_ID + 1
+            client.learn_topics(topics)
             if record["will"]:
                 topic, payload, qos, retain = record["will"]
                 client.will = Message(topic, bytes.fromhex(payload), qos, retain, sender=client_id)
@@ -318,7 +336,6 @@ class SnGateway:
             self.stats.asleep += client.asleep
             if client.asleep:
                 self.broker.sleepers[client_id] = client
-            if client.asleep:
                 session.queue_qos0 = True
             else:
                 session.connection = client
@@ -469,7 +486,7 @@ class SnGateway:
             return
         previous = self.clients.pop(address, None)
         if previous is not None and previous.session is not None:
-            self._end(previous, will=False, forget=False)
+            self._end(previous, will=False)
         if len(self.clients) >= self.settings.max_clients:
             self.send_message(codec.ConnAck(ReturnCode.CONGESTION), address)
             return
@@ -531,6 +548,9 @@ class SnGateway:
         broker.take_over(client.client_id)
         expiry = 0 if client.clean_session else NEVER_EXPIRES
         session, present = broker.attach(client.client_id, client.clean_session, expiry, None)
+        parked = self._parked.pop(client.client_id, None)
+        if present and parked:
+            client.learn_topics(parked)
         client.session = session
         session.connection = client
         session.queue_qos0 = broker.settings.queue_qos0_messages  # a sleep may have changed it
@@ -557,9 +577,10 @@ class SnGateway:
             if handle is not None:
                 handle.cancel()
         client.timer = client.retry_timer = None
-        if forget and self.clients.get(client.address) is client:
+        if self.clients.get(client.address) is client:
             self.clients.pop(client.address, None)
-            self._forget(client)
+        if forget:
+            self._park(client)
         if session is None:
             return
         client.session = None

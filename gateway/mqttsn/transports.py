@@ -9,6 +9,7 @@ import ipaddress
 import logging
 import socket
 import struct
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import cast
@@ -22,6 +23,7 @@ from gateway.mqttsn.gateway import Address, SerialAddress
 log = logging.getLogger("gateway.mqttsn")
 RECEIVE_BUFFER = 4 << 20
 READ_BATCH = 256  # datagrams read per wake-up, before other work gets its turn
+NOISE_REPORT_INTERVAL = 10.0  # seconds between reports of bytes skipped on a serial line
 MAX_DATAGRAM = 65535  # an MQTT-SN message's 3-octet Length allows this much (§5.2.1)
 _SIOCGIFFLAGS = 0x8913  # linux/sockios.h
 _IFF_UP, _IFF_MULTICAST = 0x1, 0x1000  # linux/if.h
@@ -321,6 +323,8 @@ class SerialEndpoint:
         self._xbee = XBeeFramer()
         self._reopen: asyncio.TimerHandle | None = None
         self._idle: asyncio.TimerHandle | None = None
+        self._noise_reported = 0
+        self._noise_reported_at = -NOISE_REPORT_INTERVAL
         self._closed = False
 
     def open(self) -> None:
@@ -350,9 +354,11 @@ class SerialEndpoint:
         if self.framing == "xbee":
             for rx in self._xbee.feed(data):
                 self._deliver(rx.payload, SerialAddress(self.device, rx.source64, rx.source16))
+            self._report_noise()
             return
         for frame in self._length.feed(data):
             self._frame(frame)
+        self._report_noise()
         # A frame cut short by line noise is given up once the line has been quiet for a moment.
         if self._idle is not None:
             self._idle.cancel()
@@ -362,6 +368,23 @@ class SerialEndpoint:
         self._idle = None
         for frame in self._length.idle():
             self._frame(frame)
+        self._report_noise()
+
+    def _report_noise(self) -> None:
+        """Say what was skipped (a noisy line, a wrong baud rate, frames that are not MQTT-SN), at most every
+        NOISE_REPORT_INTERVAL seconds so that a noisy line does not flood the log."""
+        skipped = self._length.discarded + self._xbee.discarded + self._xbee.bad_frames - self._noise_reported
+        now = time.monotonic()
+        if skipped <= 0 or now - self._noise_reported_at < NOISE_REPORT_INTERVAL:
+            return
+        self._noise_reported += skipped
+        self._noise_reported_at = now
+        log.warning(
+            "MQTT-SN serial %s: %d bytes or frames skipped as line noise or not MQTT-SN (check serial_baudrate and "
+            "serial_framing if this goes on)",
+            self.device,
+            skipped,
+        )
 
     def _frame(self, frame: bytes) -> None:
         if len(frame) > 1 and frame[1] == codec.MsgType.ENCAPSULATED:
@@ -411,6 +434,7 @@ class SerialEndpoint:
                 port.close()
         self._length = LengthFramer()
         self._xbee = XBeeFramer()
+        self._noise_reported = 0
 
     def close(self) -> None:
         self._closed = True

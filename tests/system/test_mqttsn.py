@@ -522,3 +522,27 @@ def test_without_anonymous_clients_mqttsn_clients_are_refused_with_a_reason(
         assert "SNANON" not in table_names(gateway)
     finally:
         sn.close()
+
+
+def test_a_persistent_session_keeps_its_topic_ids_across_disconnect_and_restart(gateway: Gateway, sn: SnClient) -> None:
+    """Clean session false (§6.3): the topic ids registered stay with the session, after a DISCONNECT, a gateway
+    restart and a CONNECT (a known failing of other gateways); clean session true starts without them."""
+    sn.send(codec.Connect("keeper", 60, clean_session=False))
+    assert sn.receive() == codec.ConnAck(ReturnCode.ACCEPTED)
+    sn.send(codec.Register(0, 1, "db/append/SNKEEP"))
+    regack = sn.receive()
+    assert isinstance(regack, codec.RegAck)
+    sn.send(codec.Disconnect())
+    assert sn.receive() == codec.Disconnect()
+    gateway.restart()
+    sn.send(codec.Connect("keeper", 60, clean_session=False))
+    assert sn.receive() == codec.ConnAck(ReturnCode.ACCEPTED)
+    sn.send(codec.Publish(regack.topic_id, 2, json.dumps(["k", T0, 1]).encode(), qos=1))
+    assert sn.receive() == codec.PubAck(regack.topic_id, 2, ReturnCode.ACCEPTED)
+    sn.send(codec.Disconnect())
+    assert sn.receive() == codec.Disconnect()
+    sn.send(codec.Connect("keeper", 60, clean_session=True))
+    assert sn.receive() == codec.ConnAck(ReturnCode.ACCEPTED)
+    sn.send(codec.Publish(regack.topic_id, 3, json.dumps(["k", T0 + 1, 2]).encode(), qos=1))
+    assert sn.receive() == codec.PubAck(regack.topic_id, 3, ReturnCode.INVALID_TOPIC_ID)
+    assert rows(gateway, "select count(*) from snkeep") == [[1]]
