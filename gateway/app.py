@@ -169,6 +169,10 @@ class Gateway:
                 if self._udp6 is not None:
                     log.info("MQTT-SN also on UDP [::]:%d (IPv6)", port)
             predefined = {int(topic_id): name for topic_id, name in sn.predefined_topics.items()}
+            client_predefined = {
+                client_id: {int(topic_id): name for topic_id, name in topics.items()}
+                for client_id, topics in sn.client_topics.items()
+            }
             settings = SnSettings(
                 sn.gateway_id,
                 predefined,
@@ -178,6 +182,7 @@ class Gateway:
                 sn.retry_interval,
                 sn.max_retries,
                 max_backlog_bytes=self.config.mqtt.max_backlog_bytes,
+                client_predefined=client_predefined,
             )
             self.mqttsn = SnGateway(self.broker, self._mqttsn_send, settings, pause_reading=self._mqttsn_pause)
             self.endpoints.append(("mqtt-sn", self.config.gateway.bind, port))

@@ -213,6 +213,11 @@ class MqttSnOptions:
         {},
         'Pre-defined topic ids that every client may use without REGISTER (§6.7): { 1 = "db/append/SENSORS" }.',
     )
+    client_topics: dict[str, dict[str, str]] = _opt(  # noqa: RUF009 - a field with a default_factory
+        {},
+        "Pre-defined topic ids of single clients, by client id; they come before predefined_topics for that "
+        'client: { "boiler-1" = { 5 = "db/append/BOILER" } }.',
+    )
 
 
 @dataclass(slots=True)
@@ -253,7 +258,14 @@ _SECTIONS = {f.name: f for f in fields(Config) if f.name != "source"}
 
 
 def _check_value(where: str, spec: Any, value: Any) -> Any:
-    types = {"str": str, "int": int, "bool": bool, "float": float, "dict[str, str]": dict}
+    types = {
+        "str": str,
+        "int": int,
+        "bool": bool,
+        "float": float,
+        "dict[str, str]": dict,
+        "dict[str, dict[str, str]]": dict,
+    }
     expected = spec.type if isinstance(spec.type, type) else types[spec.type]
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
@@ -295,12 +307,20 @@ def _check_consistency(config: Config) -> None:
         raise ConfigError(f"{config.source}: [mqtt] tls = true needs certfile and keyfile")
     if mqtt.require_certificate and not mqtt.cafile:
         raise ConfigError(f"{config.source}: [mqtt] require_certificate = true needs cafile")
-    for key, topic in config.mqttsn.predefined_topics.items():
-        where = f"{config.source}: [mqttsn] predefined_topics {key!r}"
+    _check_predefined(f"{config.source}: [mqttsn] predefined_topics", config.mqttsn.predefined_topics)
+    for client_id, topics in config.mqttsn.client_topics.items():
+        where = f"{config.source}: [mqttsn] client_topics {client_id!r}"
+        if not isinstance(topics, dict):
+            raise ConfigError(f'{where}: give the client\'s topic ids as a table, like {{ 5 = "db/append/BOILER" }}')
+        _check_predefined(where, topics)
+
+
+def _check_predefined(where: str, topics: dict[str, Any]) -> None:
+    for key, topic in topics.items():
         if not key.isdigit() or not 1 <= int(key) <= 0xFFFE:
-            raise ConfigError(f"{where}: a topic id is a number from 1 to 65534")
+            raise ConfigError(f"{where} {key!r}: a topic id is a number from 1 to 65534")
         if not isinstance(topic, str) or not topic or any(c in topic for c in "+#"):
-            raise ConfigError(f'{where}: give a topic name (no wildcards), like "db/append/SENSORS"')
+            raise ConfigError(f'{where} {key!r}: give a topic name (no wildcards), like "db/append/SENSORS"')
 
 
 def load(path: Path | None) -> Config:

@@ -41,6 +41,9 @@ def test_documented_defaults_parse_back_to_the_defaults() -> None:
         ('[mqttsn]\npredefined_topics = { 65535 = "a/b" }\n', "a topic id is a number from 1 to 65534"),
         ('[mqttsn]\npredefined_topics = { 1 = "a/#" }\n', "give a topic name (no wildcards)"),
         ("[mqttsn]\npredefined_topics = { 1 = 2 }\n", "give a topic name (no wildcards)"),
+        ('[mqttsn]\nclient_topics = { boiler = "a/b" }\n', "client_topics 'boiler': give the client's topic ids as"),
+        ('[mqttsn]\nclient_topics = { boiler = { 0 = "a/b" } }\n', "client_topics 'boiler' '0': a topic id is a"),
+        ('[mqttsn]\nclient_topics = { boiler = { 1 = "a/+" } }\n', "give a topic name (no wildcards)"),
     ],
 )
 def test_bad_values_are_refused_naming_file_key_and_reason(tmp_path: Path, text: str, expected: str) -> None:

@@ -94,6 +94,8 @@ class SnSettings:
     # the store has caught up by half, so a burst waits in the kernel's socket buffer rather than in our memory;
     # beyond twice it (what arrives regardless, e.g. on a serial line) publishes get "congestion", QoS 0 is dropped.
     max_backlog_bytes: int = 512 << 10
+    # client id -> topic id -> topic name: pre-defined for that client only, before `predefined`
+    client_predefined: dict[str, dict[int, str]] = field(default_factory=dict)
 
 
 class SnClient:
@@ -188,7 +190,7 @@ class SnClient:
 
     def _topic_id_for(self, topic: str) -> tuple[int, TopicIdType]:
         """How a PUBLISH names `topic` to this client; id 0 when it must be registered first."""
-        predefined = self._gateway.predefined_ids.get(topic)
+        predefined = self._gateway.predefined_id(self.client_id, topic)
         if predefined is not None:
             return predefined, TopicIdType.PREDEFINED
         if len(topic.encode()) == 2:
@@ -213,10 +215,10 @@ class SnClient:
         self._next_topic_id = max(self.names, default=0) % _LAST_TOPIC_ID + 1
 
     def _free_topic_id(self) -> int:
-        predefined = self._gateway.settings.predefined
+        gateway = self._gateway
         pending = self.registering.topic_id if self.registering else None
         topic_id = self._next_topic_id
-        while topic_id in self.names or topic_id in predefined or topic_id == pending:
+        while topic_id in self.names or topic_id == pending or gateway.predefined_name(self.client_id, topic_id):
             topic_id = topic_id % _LAST_TOPIC_ID + 1
         self._next_topic_id = topic_id % _LAST_TOPIC_ID + 1
         return topic_id
@@ -225,7 +227,7 @@ class SnClient:
         """The topic a PUBLISH names, or None when the id is unknown (registered names were checked then)."""
         if kind == TopicIdType.NORMAL:
             return self.names.get(topic_id)
-        return self._gateway.publish_topic(topic_id, kind)
+        return self._gateway.publish_topic(topic_id, kind, self.client_id)
 
     def next_msg_id(self) -> int:
         msg_id = self._next_msg_id
@@ -265,7 +267,11 @@ class SnGateway:
         self._pause_reading = pause_reading  # True: stop reading datagrams for now; False: read again
         self._reading_paused = False
         self.settings = settings or SnSettings()
-        self.predefined_ids = {name: topic_id for topic_id, name in self.settings.predefined.items()}
+        self._predefined_ids = {name: topic_id for topic_id, name in self.settings.predefined.items()}
+        self._client_predefined_ids = {
+            client_id: {name: topic_id for topic_id, name in topics.items()}
+            for client_id, topics in self.settings.client_predefined.items()
+        }
         self.clients: dict[Address, SnClient] = {}
         self._parked: dict[str, dict[int, str]] = {}  # topic ids of clients away with a persistent session
         self.stats = SnStats()
@@ -362,17 +368,31 @@ class SnGateway:
             return
         self._transport_send(data, address)
 
-    def topic_name(self, topic_id: int, kind: TopicIdType) -> str | None:
+    def predefined_name(self, client_id: str, topic_id: int) -> str | None:
+        """The topic of a pre-defined id for `client_id`: its own ([mqttsn] client_topics) before everyone's."""
+        own = self.settings.client_predefined.get(client_id)
+        if own is not None and topic_id in own:
+            return own[topic_id]
+        return self.settings.predefined.get(topic_id)
+
+    def predefined_id(self, client_id: str, topic: str) -> int | None:
+        own = self._client_predefined_ids.get(client_id)
+        if own is not None and topic in own:
+            return own[topic]
+        return self._predefined_ids.get(topic)
+
+    def topic_name(self, topic_id: int, kind: TopicIdType, client_id: str = "") -> str | None:
+        """What a pre-defined id (for `client_id`; "": a client unknown) or a short name stands for."""
         if kind == TopicIdType.PREDEFINED:
-            return self.settings.predefined.get(topic_id)
+            return self.predefined_name(client_id, topic_id)
         try:
             return codec.short_topic_name(topic_id)
         except ValueError:
             return None
 
-    def publish_topic(self, topic_id: int, kind: TopicIdType) -> str | None:
+    def publish_topic(self, topic_id: int, kind: TopicIdType, client_id: str = "") -> str | None:
         """The topic a PUBLISH with a pre-defined id or a short name goes to, or None when it names none."""
-        name = self.topic_name(topic_id, kind)
+        name = self.topic_name(topic_id, kind, client_id)
         return name if name is not None and topic_name_error(name) is None else None
 
     # -- datagrams in ---------------------------------------------------------------------------------------------
@@ -787,7 +807,8 @@ class SnGateway:
 
     def _on_publish_qos_minus_one(self, address: Address, publish: codec.Publish) -> None:
         """§6.8: from anyone, connected or not, with a pre-defined id or a short name; nothing is answered."""
-        topic = self.publish_topic(publish.topic_id, publish.topic_id_type)
+        known = self.clients.get(address)
+        topic = self.publish_topic(publish.topic_id, publish.topic_id_type, known.client_id if known else "")
         if publish.topic_id_type == TopicIdType.NORMAL or topic is None:
             log.info("MQTT-SN QoS -1 publish from %s to an unknown topic id %d dropped", address, publish.topic_id)
             return
@@ -830,13 +851,13 @@ class SnGateway:
 
     # -- subscribing ----------------------------------------------------------------------------------------------
 
-    def _filter(self, topic: str | int, kind: TopicIdType) -> str | None:
+    def _filter(self, client: SnClient, topic: str | int, kind: TopicIdType) -> str | None:
         if isinstance(topic, str):
             return topic if topic and filter_error(topic) is None else None
-        return self.topic_name(topic, kind)
+        return self.topic_name(topic, kind, client.client_id)
 
     def _on_subscribe(self, client: SnClient, session: Session, subscribe: codec.Subscribe) -> None:
-        topic_filter = self._filter(subscribe.topic, subscribe.topic_id_type)
+        topic_filter = self._filter(client, subscribe.topic, subscribe.topic_id_type)
         if topic_filter is None:
             client.send(codec.SubAck(0, subscribe.msg_id, ReturnCode.INVALID_TOPIC_ID))
             return
@@ -854,7 +875,7 @@ class SnGateway:
         self.broker.send_retained(session, topic_filter, new)
 
     def _on_unsubscribe(self, client: SnClient, session: Session, unsubscribe: codec.Unsubscribe) -> None:
-        topic_filter = self._filter(unsubscribe.topic, unsubscribe.topic_id_type)
+        topic_filter = self._filter(client, unsubscribe.topic, unsubscribe.topic_id_type)
         if topic_filter is not None:
             self.broker.unsubscribe(session, topic_filter)
             self.broker.save_subscriptions(session)

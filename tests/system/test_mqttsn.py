@@ -546,3 +546,39 @@ def test_a_persistent_session_keeps_its_topic_ids_across_disconnect_and_restart(
     sn.send(codec.Publish(regack.topic_id, 3, json.dumps(["k", T0 + 1, 2]).encode(), qos=1))
     assert sn.receive() == codec.PubAck(regack.topic_id, 3, ReturnCode.INVALID_TOPIC_ID)
     assert rows(gateway, "select count(*) from snkeep") == [[1]]
+
+
+def test_a_clients_own_predefined_ids_come_before_everyones(
+    gateway_factory: Callable[..., Gateway], clients: list[Client]
+) -> None:
+    """§6.7 pre-defined ids, per client ([mqttsn] client_topics) and for all (predefined_topics): the same id
+    means the client's own topic for that client, everyone's for the others, both ways and for QoS -1."""
+    gateway = gateway_factory(
+        "[mqttsn]\n"
+        'predefined_topics = { 5 = "db/append/SNEVERYONE" }\n'
+        '[mqttsn.client_topics]\nboiler = { 5 = "db/append/SNBOILER", 6 = "cmd/boiler" }\n'
+    )
+    boiler, other = SnClient(gateway.mqttsn_port), SnClient(gateway.mqttsn_port)
+    try:
+        for link, name in ((boiler, "boiler"), (other, "other")):
+            link.send(codec.Connect(name, 60))
+            assert link.receive() == codec.ConnAck(ReturnCode.ACCEPTED)
+            reading = json.dumps(["t", T0, 1 if name == "boiler" else 2]).encode()
+            link.send(codec.Publish(5, 1, reading, qos=1, topic_id_type=TopicIdType.PREDEFINED))
+            assert link.receive() == codec.PubAck(5, 1, ReturnCode.ACCEPTED)
+        boiler.send(
+            codec.Publish(5, 0, json.dumps(["t", T0 + 1, 3]).encode(), qos=-1, topic_id_type=TopicIdType.PREDEFINED)
+        )
+        assert wait_until(lambda: rows(gateway, "select value from snboiler") == [[1.0], [3.0]])
+        assert rows(gateway, "select value from sneveryone") == [[2.0]]
+        boiler.send(codec.Subscribe(2, 6, qos=0, topic_id_type=TopicIdType.PREDEFINED))
+        assert boiler.receive() == codec.SubAck(6, 2, ReturnCode.ACCEPTED)
+        paho = Client(gateway.mqtt_port, "boiler-control")
+        clients.append(paho)
+        paho.publish("cmd/boiler", b"heat", 0)
+        assert boiler.receive() == codec.Publish(6, 0, b"heat", 0, TopicIdType.PREDEFINED)  # no REGISTER needed
+        other.send(codec.Subscribe(3, 6, qos=0, topic_id_type=TopicIdType.PREDEFINED))
+        assert other.receive() == codec.SubAck(0, 3, ReturnCode.INVALID_TOPIC_ID)  # id 6 is the boiler's only
+    finally:
+        boiler.close()
+        other.close()
