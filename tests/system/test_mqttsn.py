@@ -68,6 +68,23 @@ def table_names(gateway: Gateway) -> str:
         return str(response.read().decode())
 
 
+def connect_with_will(sn: SnClient, client_id: str, duration: int, topic: str, message: bytes, qos: int = 0) -> None:
+    """CONNECT with the Will flag and the will prompts of §6.2, down to CONNACK accepted."""
+    sn.send(codec.Connect(client_id, duration, will=True))
+    assert sn.receive() == codec.WillTopicReq()
+    sn.send(codec.WillTopic(topic, qos))
+    assert sn.receive() == codec.WillMsgReq()
+    sn.send(codec.WillMsg(message))
+    assert sn.receive() == codec.ConnAck(ReturnCode.ACCEPTED)
+
+
+def will_watcher(gateway: Gateway, clients: list[Client], client_id: str) -> Client:
+    watcher = Client(gateway.mqtt_port, client_id)
+    clients.append(watcher)
+    watcher.subscribe("wills/#", 1)
+    return watcher
+
+
 def test_connect_register_and_publish_qos1_is_stored_before_its_puback(gateway: Gateway, sn: SnClient) -> None:
     # §5.4.4 CONNECT by hand: Length 13 (0x0d), MsgType 0x04, Flags 0x04 (CleanSession), ProtocolId 0x01,
     # Duration 60 (0x003c), ClientId "sensor1" (7 octets).
@@ -141,15 +158,8 @@ def test_a_client_silent_past_its_keepalive_is_lost_and_its_will_published(
     gateway: Gateway, sn: SnClient, clients: list[Client]
 ) -> None:
     """§6.2 will prompts, §6.11: 1.5 x the keep-alive without a message and the will goes out."""
-    watcher = Client(gateway.mqtt_port, "will-watcher")
-    clients.append(watcher)
-    watcher.subscribe("wills/#", 1)
-    sn.send(codec.Connect("mortal", 1, will=True))
-    assert sn.receive() == codec.WillTopicReq()
-    sn.send(codec.WillTopic("wills/mortal", 1))
-    assert sn.receive() == codec.WillMsgReq()
-    sn.send(codec.WillMsg(b"gone"))
-    assert sn.receive() == codec.ConnAck(ReturnCode.ACCEPTED)
+    watcher = will_watcher(gateway, clients, "will-watcher")
+    connect_with_will(sn, "mortal", 1, "wills/mortal", b"gone", 1)
     watcher.expect_none(0.8)  # alive within its keep-alive
     message = watcher.expect(timeout=5)
     assert (message.topic, message.payload) == ("wills/mortal", b"gone")
@@ -281,12 +291,7 @@ def test_an_unacknowledged_publish_goes_again_then_the_client_is_lost(
     gateway = gateway_factory("[mqttsn]\nretry_interval = 0.5\nmax_retries = 2\n")
     sn = SnClient(gateway.mqttsn_port)
     try:
-        sn.send(codec.Connect("deaf", 600, will=True))
-        assert sn.receive() == codec.WillTopicReq()
-        sn.send(codec.WillTopic("wills/deaf"))
-        assert sn.receive() == codec.WillMsgReq()
-        sn.send(codec.WillMsg(b"deaf is gone"))
-        assert sn.receive() == codec.ConnAck(ReturnCode.ACCEPTED)
+        connect_with_will(sn, "deaf", 600, "wills/deaf", b"deaf is gone")
         sn.send(codec.Subscribe(1, "to/deaf", qos=1))
         assert isinstance(sn.receive(), codec.SubAck)
         paho = Client(gateway.mqtt_port, "talker")
@@ -347,15 +352,8 @@ def test_will_topic_and_message_updates_are_answered_and_used(
 ) -> None:
     """§6.4: WILLTOPICUPD (new topic, QoS, retain; the message is kept), WILLMSGUPD (new message); an empty
     WILLTOPICUPD deletes the will. Each is answered with its RESP."""
-    watcher = Client(gateway.mqtt_port, "will-update-watcher")
-    clients.append(watcher)
-    watcher.subscribe("wills/#", 1)
-    sn.send(codec.Connect("updater", 1, will=True))
-    assert sn.receive() == codec.WillTopicReq()
-    sn.send(codec.WillTopic("wills/old", 0))
-    assert sn.receive() == codec.WillMsgReq()
-    sn.send(codec.WillMsg(b"first words"))
-    assert sn.receive() == codec.ConnAck(ReturnCode.ACCEPTED)
+    watcher = will_watcher(gateway, clients, "will-update-watcher")
+    connect_with_will(sn, "updater", 1, "wills/old", b"first words", 0)
     sn.send(codec.WillTopicUpd("wills/new", 1))
     assert sn.receive() == codec.WillTopicResp(ReturnCode.ACCEPTED)
     sn.send(codec.WillTopicUpd("wills/+", 1))  # a filter is no topic to publish to
@@ -367,15 +365,8 @@ def test_will_topic_and_message_updates_are_answered_and_used(
 
 
 def test_an_empty_will_topic_update_deletes_the_will(gateway: Gateway, sn: SnClient, clients: list[Client]) -> None:
-    watcher = Client(gateway.mqtt_port, "will-delete-watcher")
-    clients.append(watcher)
-    watcher.subscribe("wills/#", 1)
-    sn.send(codec.Connect("repentant", 1, will=True))
-    assert sn.receive() == codec.WillTopicReq()
-    sn.send(codec.WillTopic("wills/repentant", 1))
-    assert sn.receive() == codec.WillMsgReq()
-    sn.send(codec.WillMsg(b"gone"))
-    assert sn.receive() == codec.ConnAck(ReturnCode.ACCEPTED)
+    watcher = will_watcher(gateway, clients, "will-delete-watcher")
+    connect_with_will(sn, "repentant", 1, "wills/repentant", b"gone", 1)
     sn.send(codec.WillTopicUpd())
     assert sn.receive() == codec.WillTopicResp(ReturnCode.ACCEPTED)
     sn.send(codec.WillMsgUpd(b"no will to change"))
