@@ -5,10 +5,12 @@ subscriptions match what MQTT clients publish, and MQTT clients receive what MQT
 holds the per-client protocol logic; the transports (transports.py) only move datagrams, addressed by an opaque
 hashable address (a UDP (host, port), a serial node id).
 
-Covered: CONNECT with the will prompts (§6.2), REGISTER both ways (§6.5, §6.10), PUBLISH at QoS -1 (pre-defined
-ids and short names from any address, §6.8), 0, 1 and 2 both ways, pre-defined and short topic ids (§6.7),
-SUBSCRIBE / UNSUBSCRIBE (§6.9), keep-alive with the will of a lost client (§6.11), sleeping clients (§6.14),
-DISCONNECT (§6.6), SEARCHGW (§6.1), retransmission (§6.13), clients kept across gateway restarts.
+Covered: CONNECT with the will prompts (§6.2) and will updates (§6.4), REGISTER both ways (§6.5; the gateway's
+waits for its REGACK before the PUBLISH, §6.10), PUBLISH at QoS -1 (pre-defined ids and short names from any
+address, §6.8), 0, 1 and 2 both ways, pre-defined (for all, or per client) and short topic ids (§6.7), SUBSCRIBE /
+UNSUBSCRIBE (§6.9), keep-alive with the will of a lost client (§6.11), sleeping clients (§6.14), DISCONNECT (§6.6),
+SEARCHGW (§6.1), retransmission (§6.13), the ACL for anonymous clients, flow control against the store's pace, and
+clients (topic ids of persistent sessions included) kept across gateway restarts.
 """
 
 from __future__ import annotations
