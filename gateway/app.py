@@ -12,10 +12,12 @@ import socket
 import ssl
 from functools import partial
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from gateway import __version__
 from gateway.config import Config, ConfigError
+from gateway.discovery.names import default_name
+from gateway.discovery.services import Facts, services
 from gateway.http.api import answer_query, make_app
 from gateway.http.base import ApiContext, Status
 from gateway.http.hub import WatchHub
@@ -42,6 +44,9 @@ from gateway.store import database as store
 from gateway.store.backup import backup_archive, scratch_dir
 from gateway.store.database import Retention, TimeSeriesStore
 from gateway.store.maintenance import DiskGuard, retention_forever
+
+if TYPE_CHECKING:
+    from gateway.discovery.mdns import Advertiser
 
 log = logging.getLogger("gateway")
 M_ARENA_MAX = -8  # mallopt parameter number in glibc's malloc.h
@@ -153,6 +158,7 @@ class Gateway:
         self._multicast6: UdpEndpoint | None = None
         self._advertise6: tuple[UdpEndpoint, list[tuple[int, str]]] | None = None  # the IPv6 socket, its interfaces
         self._advertising: asyncio.Task[None] | None = None
+        self.discovery: Advertiser | None = None
 
     async def start(self) -> None:
         await self.broker.start()
@@ -213,11 +219,37 @@ class Gateway:
             status=self.status,
             watch=watch,
             backup=self.backup,
+            mdns_name=self.mdns_name,
         )
         self.http = HttpServer(make_app(context), self.config.gateway.bind, http.port, on_stop=watch.close)
         self.endpoints.append(("http", *self.http.start()))
+        if self.config.mdns.enabled:
+            await self._start_discovery()
         log.info("gateway %s, data in %s, config from %s", __version__, self.config.data_path(), self.config.source)
         log.info("listening %s", " ".join(f"{name}={host}:{port}" for name, host, port in self.endpoints))
+
+    async def _start_discovery(self) -> None:
+        # zeroconf and ifaddr are loaded only when discovery is on.
+        from gateway.discovery.addresses import Reach  # noqa: PLC0415
+        from gateway.discovery.mdns import Advertiser  # noqa: PLC0415
+
+        mdns, mqtt = self.config.mdns, self.config.mqtt
+        facts = Facts(
+            version=__version__,
+            ingest_prefix="db/append/",
+            sensors_prefix=self.config.ingest.sensors_prefix,
+            auth_required=not mqtt.allow_anonymous,
+            gateway_id=self.config.mqttsn.gateway_id,
+        )
+        interfaces = tuple(name.strip() for name in mdns.interfaces.split(",") if name.strip())
+        # The address the MQTT listener got: every listener binds the same one.
+        reach = Reach(self.endpoints[0][1], interfaces)
+        self.discovery = Advertiser(mdns.name or default_name(), services(self.endpoints, facts), reach)
+        await self.discovery.start()
+
+    def mdns_name(self) -> str:
+        """The name advertised over mDNS now ("" for none); read on HTTP threads."""
+        return self.discovery.name if self.discovery is not None else ""
 
     async def _open_multicast6(self, udp6: UdpEndpoint | None) -> None:
         """IPv6 discovery, answered and advertised from `udp6`, the gateway's IPv6 socket (if it has one)."""
@@ -315,6 +347,8 @@ class Gateway:
         )
 
     async def stop(self) -> None:
+        if self.discovery is not None:  # first: sensors learn that the gateway goes before its listeners close
+            await self.discovery.stop()
         if self.http is not None:
             # Off the loop: a request still being answered may need the loop to finish its write.
             await asyncio.get_running_loop().run_in_executor(None, self.http.stop)

@@ -8,6 +8,7 @@ TOML file holding every default (docs/configuration.md is that output).
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -227,6 +228,27 @@ class IngestOptions:
 
 
 @dataclass(slots=True)
+class MdnsOptions:
+    enabled: bool = _opt(
+        True,
+        "Advertise the gateway over mDNS / DNS-SD, so that sensors and browsers find it by name: <name>.local and "
+        "the services _mqtt._tcp (_mqtts._tcp with TLS), _http._tcp and _mqtt-sn._udp (docs/discovery.md).",
+    )
+    name: str = _opt(
+        "",
+        "Host name and service instance name: letters, digits and hyphens. Empty: the system's host name, or "
+        '"gateway" when that is a generic one (raspberrypi, localhost, debian, ...). When another device on the '
+        "network has it, the gateway takes <name>-2, <name>-3, ... (logged, and in /api/status).",
+    )
+    interfaces: str = _opt(
+        "",
+        'Interfaces to advertise on, by name, separated by commas (e.g. "wlan0" or "eth0, wlan0"); empty: every '
+        "interface that is up and can multicast, except loopback. Their addresses of the [gateway] bind family are "
+        "advertised (IPv4 for 0.0.0.0, IPv6 for ::), also as they change; a bind to one address advertises it alone.",
+    )
+
+
+@dataclass(slots=True)
 class Config:
     gateway: GatewayOptions = field(default_factory=GatewayOptions)
     mqtt: MqttOptions = field(default_factory=MqttOptions)
@@ -234,6 +256,7 @@ class Config:
     http: HttpOptions = field(default_factory=HttpOptions)
     mqttsn: MqttSnOptions = field(default_factory=MqttSnOptions)
     ingest: IngestOptions = field(default_factory=IngestOptions)
+    mdns: MdnsOptions = field(default_factory=MdnsOptions)
     source: str = "built-in defaults"
 
     def data_path(self) -> Path:
@@ -254,6 +277,8 @@ class Config:
         return p
 
 
+# One DNS label (RFC 1123), as <name>.local needs.
+_HOST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?", re.ASCII)
 _SECTIONS = {f.name: f for f in fields(Config) if f.name != "source"}
 
 
@@ -313,6 +338,11 @@ def _check_consistency(config: Config) -> None:
         if not isinstance(topics, dict):
             raise ConfigError(f'{where}: give the client\'s topic ids as a table, like {{ 5 = "db/append/BOILER" }}')
         _check_predefined(where, topics)
+    if config.mdns.name and not _HOST_NAME.fullmatch(config.mdns.name):
+        raise ConfigError(
+            f"{config.source}: [mdns] name {config.mdns.name!r}: give a host name of letters, digits and inner "
+            'hyphens, at most 63 characters, like "greenhouse-gw"'
+        )
 
 
 def _check_predefined(where: str, topics: dict[str, Any]) -> None:

@@ -76,6 +76,8 @@ class ApiContext:
     watch: WatchHub | None = None
     # Makes a backup and returns the path of the finished .tar.gz, which the API deletes once sent. None: 503.
     backup: Callable[[], Path] | None = None
+    # The host name advertised over mDNS (<name>.local), after any rename on a conflict; "" while none is.
+    mdns_name: Callable[[], str] = lambda: ""
 
 
 class ApiError(Exception):

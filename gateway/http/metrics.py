@@ -56,7 +56,9 @@ def dir_bytes(path: Path) -> int:
     return total
 
 
-def gather(status: Status, watchers: int, watch_dropped: int, now: float | None = None) -> list[Metric]:
+def gather(
+    status: Status, watchers: int, watch_dropped: int, now: float | None = None, mdns_name: str = ""
+) -> list[Metric]:
     """Every metric, in the order /metrics lists them."""
     now = time.time() if now is None else now
     s = status
@@ -133,6 +135,16 @@ def gather(status: Status, watchers: int, watch_dropped: int, now: float | None 
             watch_dropped,
         ),
     ]
+    if mdns_name:
+        metrics.append(
+            Metric(
+                "mdns_info",
+                "gauge",
+                "The host name advertised over mDNS (<name>.local), as a label; absent while none is.",
+                1,
+                (("name", mdns_name),),
+            )
+        )
     rss = resident_bytes()
     if rss is not None:
         metrics.append(Metric("resident_memory_bytes", "gauge", "Resident memory of the gateway process.", rss))
@@ -189,7 +201,7 @@ def register(app: bottle.Bottle, ctx: ApiContext) -> None:
         if ctx.status is None:
             raise ApiError(503, "status figures are not available in this gateway")
         hub = ctx.watch
-        return gather(ctx.status(), hub.watchers if hub else 0, hub.dropped if hub else 0)
+        return gather(ctx.status(), hub.watchers if hub else 0, hub.dropped if hub else 0, mdns_name=ctx.mdns_name())
 
     def prometheus(started: float) -> Body:
         text = exposition(current())
@@ -197,8 +209,10 @@ def register(app: bottle.Bottle, ctx: ApiContext) -> None:
         return text
 
     def api_status(started: float) -> Body:
-        figures: dict[str, object] = {metric.name: metric.value for metric in current() if metric.name != "info"}
-        return json_response(200, {"success": True, "version": __version__, "status": figures})
+        # Labelled metrics carry text (the version, the mDNS name): it is given beside the figures instead.
+        figures: dict[str, object] = {metric.name: metric.value for metric in current() if not metric.labels}
+        mdns_name = ctx.mdns_name() or None
+        return json_response(200, {"success": True, "version": __version__, "mdns_name": mdns_name, "status": figures})
 
     app.route("/metrics", "GET", handle(prometheus))
     app.route("/api/status", "GET", handle(api_status))

@@ -430,6 +430,11 @@ def _paths() -> dict[str, Json]:
                             "properties": {
                                 "success": {"const": True},
                                 "version": {"type": "string"},
+                                "mdns_name": {
+                                    "type": ["string", "null"],
+                                    "description": "The host name advertised over mDNS (<name>.local; <name>-2, "
+                                    "... after a conflict on the network); null while none is.",
+                                },
                                 "status": {
                                     "type": "object",
                                     "description": "Metric names of /metrics without the gateway_ prefix.",

@@ -2,14 +2,11 @@
 network namespace of its own (a veth pair: IPv6 multicast does not work on lo) a gateway on its default bind
 0.0.0.0 is discovered over IPv6 multicast and serves IPv6 and IPv4 clients; `ipv6 = false` opens nothing on IPv6.
 
-The namespace is made with unshare(CLONE_NEWNET) on a thread of the test: that thread, the sockets it opens and
-the processes it starts (the gateway, `ip`) live in it, and nothing else does. It needs root, as CI has."""
+The namespaces are made as tests/netns.py says: on a thread of the test, which needs root, as CI has."""
 
 from __future__ import annotations
 
-import ctypes
 import json
-import os
 import re
 import socket
 import struct
@@ -17,19 +14,24 @@ import subprocess
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-
-import pytest
 
 from gateway.mqttsn import codec
 from gateway.mqttsn.codec import ReturnCode
 from tests.conftest import Gateway
+from tests.netns import in_new_network_namespace
 from tests.rawmqtt import connect_packet
 
 T0 = 1_700_000_000_000_000_000
-CLONE_NEWNET = 0x40000000  # linux/sched.h
 GATEWAY_SIDE, CLIENT_SIDE = "v0", "v1"  # the two ends of the veth pair
+# A veth pair, up. No duplicate address detection: link-local addresses usable at once, not after about 2 s. The
+# IPv4 discovery group is joined on the interface the route to it names: the gateway needs one.
+VETH_PAIR = (
+    "echo 0 > /proc/sys/net/ipv6/conf/all/accept_dad && echo 0 > /proc/sys/net/ipv6/conf/default/accept_dad && "
+    f"ip link set lo up && ip link add {GATEWAY_SIDE} type veth peer name {CLIENT_SIDE} && "
+    f"ip link set {GATEWAY_SIDE} up && ip link set {CLIENT_SIDE} up && "
+    f"ip route add 224.0.0.0/4 dev {GATEWAY_SIDE}"
+)
 
 
 class SnClient:
@@ -107,35 +109,6 @@ def test_a_client_on_ipv6_loopback_publishes_and_goes_on_after_a_restart(
         client.close()
 
 
-def in_new_network_namespace(body: Callable[[], None]) -> None:
-    """Runs `body` on a thread in a new network namespace with a veth pair (GATEWAY_SIDE, CLIENT_SIDE), up."""
-
-    def run() -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.unshare(CLONE_NEWNET) != 0:
-            reason = os.strerror(ctypes.get_errno())
-            pytest.fail(f"cannot make a network namespace: unshare(CLONE_NEWNET): {reason}. Run the tests as root.")
-        for conf in ("all", "default"):
-            # No duplicate address detection: link-local addresses usable at once, not after about 2 s.
-            with open(f"/proc/sys/net/ipv6/conf/{conf}/accept_dad", "w") as sysctl:
-                sysctl.write("0")
-        setup = (
-            f"ip link set lo up && ip link add {GATEWAY_SIDE} type veth peer name {CLIENT_SIDE} && "
-            f"ip link set {GATEWAY_SIDE} up && ip link set {CLIENT_SIDE} up && "
-            # The IPv4 discovery group is joined on the interface the route to it names: the gateway needs one.
-            f"ip route add 224.0.0.0/4 dev {GATEWAY_SIDE}"
-        )
-        try:
-            done = subprocess.run(["sh", "-c", setup], check=False, capture_output=True, text=True, timeout=30)
-        except FileNotFoundError as exc:
-            pytest.fail(f"cannot set up the network namespace: {exc}")
-        assert done.returncode == 0, f"the network namespace set-up failed (is iproute2 installed?): {done.stderr}"
-        body()
-
-    with ThreadPoolExecutor(1) as thread:
-        thread.submit(run).result()
-
-
 def link_local(interface: str) -> str:
     command = ["ip", "-6", "-o", "addr", "show", "dev", interface, "scope", "link"]
     shown = subprocess.run(command, check=True, capture_output=True, text=True)
@@ -185,7 +158,7 @@ def test_discovery_and_clients_over_ipv6_multicast_next_to_ipv4(gateway_factory:
                 client.close()
             listener.close()
 
-    in_new_network_namespace(body)
+    in_new_network_namespace(body, VETH_PAIR)
 
 
 def test_ipv6_false_opens_nothing_on_ipv6(gateway_factory: Callable[..., Gateway]) -> None:
@@ -202,4 +175,4 @@ def test_ipv6_false_opens_nothing_on_ipv6(gateway_factory: Callable[..., Gateway
             ipv4.close()
 
     # In a namespace of its own: a gateway on 0.0.0.0 then sends its ADVERTISE to no real network.
-    in_new_network_namespace(body)
+    in_new_network_namespace(body, VETH_PAIR)
