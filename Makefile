@@ -2,8 +2,9 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# Debian packages the test suite talks to: independent MQTT clients, and mosquitto as the benchmark's yardstick.
-TEST_DEBS := mosquitto-clients mosquitto iproute2
+# Debian packages the test suite talks to: independent MQTT clients, and mosquitto as the benchmark's yardstick;
+# Node.js runs MicroPython's WebAssembly port for the firmware-samples tests.
+TEST_DEBS := mosquitto-clients mosquitto iproute2 nodejs
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test lint typecheck unit bench debs clean
@@ -16,6 +17,20 @@ $(BIN)/gateway: pyproject.toml
 
 $(VENV)/.test-deps: pyproject.toml $(BIN)/gateway
 	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+# What the firmware-samples tests (tests/firmware) need beyond the test packages: umqtt.simple from PyPI, which pip
+# cannot install (tests/firmware/fetch_umqtt.py says why), and MicroPython's WebAssembly port from npm, as
+# tests/firmware/node/package-lock.json pins it. Debian's nodejs may come without npm: then Debian's npm too.
+FIRMWARE_NODE := tests/firmware/node
+$(VENV)/.firmware-deps: tests/firmware/fetch_umqtt.py $(VENV)/.test-deps
+	$(BIN)/python tests/firmware/fetch_umqtt.py
+	touch $@
+
+$(FIRMWARE_NODE)/node_modules/.package-lock.json: $(FIRMWARE_NODE)/package-lock.json
+	@command -v npm >/dev/null || { echo "installing Debian packages: npm"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq npm; }
+	cd $(FIRMWARE_NODE) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 run: $(BIN)/gateway
@@ -35,7 +50,7 @@ lint: $(VENV)/.test-deps
 typecheck: $(VENV)/.test-deps
 	$(BIN)/mypy
 
-test: debs $(VENV)/.test-deps lint typecheck
+test: debs $(VENV)/.test-deps $(VENV)/.firmware-deps $(FIRMWARE_NODE)/node_modules/.package-lock.json lint typecheck
 	$(BIN)/pytest -n 2 -q
 
 bench: debs $(VENV)/.test-deps
@@ -44,4 +59,4 @@ bench: debs $(VENV)/.test-deps
 	$(BIN)/python bench/mqttsn.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(FIRMWARE_NODE)/node_modules

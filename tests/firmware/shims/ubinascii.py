@@ -1,0 +1,3 @@
+"""`ubinascii` under CPython."""
+
+from binascii import *  # noqa: F403

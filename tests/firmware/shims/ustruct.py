@@ -1,0 +1,3 @@
+"""`ustruct` under CPython."""
+
+from struct import *  # noqa: F403
