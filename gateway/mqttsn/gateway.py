@@ -408,6 +408,12 @@ class SnGateway:
             log.warning("MQTT-SN datagram from %s dropped: %s", address, exc.reason)
             return
         client = self.clients.get(address)
+        if (
+            type(message) is codec.PingReq
+            and message.client_id
+            and (client is None or client.client_id != message.client_id)
+        ):
+            client = self._relocated(message.client_id, address) or client
         if client is not None:
             client.last_seen = time.monotonic()
             if type(message) is codec.Publish and message.qos >= 0 and not client.asleep and client.session:
@@ -434,6 +440,25 @@ class SnGateway:
             self._on_will_prompt(client, message)
         else:
             self._dispatch(client, message)
+
+    def _relocated(self, client_id: str, address: Address) -> SnClient | None:
+        """§6.14: a sleeper wakes with a PINGREQ carrying its client id because it may come back from elsewhere: a
+        new source port after deep sleep, a new DHCP lease, another forwarder. Its session follows it there."""
+        sleeper = self.broker.sleepers.get(client_id)
+        if not isinstance(sleeper, SnClient) or sleeper._gateway is not self:
+            return None
+        stale = self.clients.pop(address, None)
+        if stale is not None and stale is not sleeper:
+            log.info("MQTT-SN client %s at %s is replaced there by %s", stale.client_id, address, client_id)
+            self._end(stale, will=False)
+        if self.clients.get(sleeper.address) is sleeper:
+            del self.clients[sleeper.address]
+        log.info("MQTT-SN client %s, asleep at %s, wakes from %s", client_id, sleeper.address, address)
+        sleeper.address = address
+        sleeper.info = ClientInfo(client_id, None, "mqtt-sn", str(address))
+        self.clients[address] = sleeper
+        self.save(sleeper)
+        return sleeper
 
     def received_on_group(self, data: bytes, address: Address, group: Address) -> None:
         """A datagram sent to the discovery group. §6.1: GWINFO answers SEARCHGW to the group, so that other
@@ -697,6 +722,9 @@ class SnGateway:
                 self._end(client, will=False)
         elif isinstance(message, codec.PubAck | codec.PubRec | codec.PubComp | codec.RegAck):
             self._dispatch(client, message)  # answers to what was sent while it was awake
+        elif isinstance(message, codec.Publish | codec.PubRel | codec.Register):
+            # A device that wakes to report and sleeps again need not CONNECT for it: its session is here.
+            self._dispatch(client, message)
         else:
             log.info("MQTT-SN client %s is asleep: %s ignored", client.client_id, type(message).__name__)
 

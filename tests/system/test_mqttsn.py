@@ -573,3 +573,41 @@ def test_a_clients_own_predefined_ids_come_before_everyones(
     finally:
         boiler.close()
         other.close()
+
+
+def test_a_sleeper_waking_from_a_new_port_is_found_by_its_client_id_and_may_publish_awake(
+    gateway: Gateway, clients: list[Client]
+) -> None:
+    """§6.14: the PINGREQ of a waking client carries its client id, because after deep sleep it may come from a new
+    source port (or address): the session follows it there. Awake, it may publish without a CONNECT."""
+    before, after = SnClient(gateway.mqttsn_port), SnClient(gateway.mqttsn_port)
+    try:
+        before.send(codec.Connect("roamer", 60, clean_session=False))
+        assert before.receive() == codec.ConnAck(ReturnCode.ACCEPTED)
+        before.send(codec.Register(0, 1, "db/append/SNROAM"))
+        regack = before.receive()
+        assert isinstance(regack, codec.RegAck)
+        before.send(codec.Subscribe(2, "cmd/roamer", qos=1))
+        suback = before.receive()
+        assert isinstance(suback, codec.SubAck)
+        before.send(codec.Disconnect(600))
+        assert before.receive() == codec.Disconnect()
+        paho = Client(gateway.mqtt_port, "roam-control")
+        clients.append(paho)
+        paho.publish("cmd/roamer", b"report", 1)
+        after.send(codec.PingReq("roamer"))  # from another socket: another source port
+        buffered = after.receive()
+        assert isinstance(buffered, codec.Publish) and (buffered.topic_id, buffered.data) == (
+            suback.topic_id,
+            b"report",
+        )
+        after.send(codec.PubAck(buffered.topic_id, buffered.msg_id, ReturnCode.ACCEPTED))
+        assert after.receive() == codec.PingResp()
+        after.send(codec.Publish(regack.topic_id, 3, json.dumps(["r", T0, 1]).encode(), qos=1))
+        assert after.receive() == codec.PubAck(regack.topic_id, 3, ReturnCode.ACCEPTED)
+        assert rows(gateway, "select name, time, value from snroam") == [["r", T0, 1.0]]
+        assert before.nothing()  # the old port hears nothing more
+        assert "MQTT-SN client roamer, asleep at" in gateway.log()
+    finally:
+        before.close()
+        after.close()
