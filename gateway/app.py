@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from gateway import __version__
+from gateway.activity import Activity
 from gateway.config import Config, ConfigError
 from gateway.discovery.names import default_name
 from gateway.discovery.services import Facts, services
@@ -114,7 +115,8 @@ class Gateway:
             max_queued_bytes=mqtt.max_queued_bytes,
             max_retained_bytes=mqtt.max_retained_bytes,
         )
-        self.broker = Broker(settings, build_authorizer(config), self.state)
+        self.activity = Activity()
+        self.broker = Broker(settings, build_authorizer(config), self.state, self.activity)
         limits = ConnectionLimits(
             max_packet_size=mqtt.max_packet_size,
             receive_maximum=mqtt.receive_maximum,
@@ -220,6 +222,8 @@ class Gateway:
             watch=watch,
             backup=self.backup,
             mdns_name=self.mdns_name,
+            activity=self.activity,
+            listeners=lambda: list(self.endpoints),
         )
         self.http = HttpServer(make_app(context), self.config.gateway.bind, http.port, on_stop=watch.close)
         self.endpoints.append(("http", *self.http.start()))

@@ -20,7 +20,7 @@ import bottle
 import orjson
 
 from gateway import __version__
-from gateway.http import backup, metrics, openapi, rest, sql, watch
+from gateway.http import backup, devices, metrics, openapi, rest, sql, watch
 from gateway.http.base import (
     ApiContext,
     ApiError,
@@ -102,15 +102,24 @@ def make_app(ctx: ApiContext) -> bottle.Bottle:
         options = ParseOptions(
             time_format=request.query.get("timeformat", "ns"), tz=request.query.get("tz"), now_ns=time.time_ns()
         )
+        # An HTTP writer has no client id: its address stands for it on the Devices and Errors views.
+        peer = request.remote_addr or "?"
+        who, topic = f"http {peer}", f"db/write/{table}"
+        activity = ctx.activity
+        if activity is not None:
+            ctx.loop.call_soon_threadsafe(activity.message, who, "http", peer, topic)
         try:
             readings = parse(body, fmt, compress, options)
         except PayloadError as exc:
+            if activity is not None:
+                ctx.loop.call_soon_threadsafe(activity.rejected, who, "http", peer, topic, exc.reason)
             raise ApiError(400, f"nothing written: {exc.reason}") from None
         count = on_loop(ctx, ctx.store.append(table, readings, durable=True))
         return _done(started, f"success, {count} record(s) inserted")
 
     # The other route groups, each in its own module; openapi.py describes them all, so it comes last.
     rest.register(app, ctx)
+    devices.register(app, ctx)
     watch.register(app, ctx)
     metrics.register(app, ctx)
     backup.register(app, ctx)

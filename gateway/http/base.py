@@ -21,6 +21,7 @@ from typing import Any, TypeAlias, TypeVar
 import bottle
 import orjson
 
+from gateway.activity import Activity
 from gateway.http.hub import WatchHub
 from gateway.store.database import StoreError, TimeSeriesStore
 from gateway.store.writer import WriteFailed
@@ -78,6 +79,10 @@ class ApiContext:
     backup: Callable[[], Path] | None = None
     # The host name advertised over mDNS (<name>.local), after any rename on a conflict; "" while none is.
     mdns_name: Callable[[], str] = lambda: ""
+    # Who has been seen and the last refusals (/api/devices, /api/errors); told of HTTP writes on the event loop.
+    activity: Activity | None = None
+    # The listeners as (name, host, port), with the ports really bound: where sensors should connect.
+    listeners: Callable[[], list[tuple[str, str, int]]] = lambda: []
 
 
 class ApiError(Exception):

@@ -212,7 +212,9 @@ def register(app: bottle.Bottle, ctx: ApiContext) -> None:
         # Labelled metrics carry text (the version, the mDNS name): it is given beside the figures instead.
         figures: dict[str, object] = {metric.name: metric.value for metric in current() if not metric.labels}
         mdns_name = ctx.mdns_name() or None
-        return json_response(200, {"success": True, "version": __version__, "mdns_name": mdns_name, "status": figures})
+        listeners = [{"name": name, "host": host, "port": port} for name, host, port in ctx.listeners()]
+        answer = {"success": True, "version": __version__, "mdns_name": mdns_name, "listeners": listeners}
+        return json_response(200, {**answer, "status": figures})
 
     app.route("/metrics", "GET", handle(prometheus))
     app.route("/api/status", "GET", handle(api_status))

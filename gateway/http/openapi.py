@@ -435,6 +435,19 @@ def _paths() -> dict[str, Json]:
                                     "description": "The host name advertised over mDNS (<name>.local; <name>-2, "
                                     "... after a conflict on the network); null while none is.",
                                 },
+                                "listeners": {
+                                    "type": "array",
+                                    "description": "Where clients connect: each listener's protocol, bound address "
+                                    "(0.0.0.0: every IPv4 address of the gateway) and port.",
+                                    "items": {
+                                        "type": "object",
+                                        "properties": {
+                                            "name": {"type": "string", "examples": ["mqtt", "mqtt-sn", "http"]},
+                                            "host": {"type": "string"},
+                                            "port": {"type": "integer"},
+                                        },
+                                    },
+                                },
                                 "status": {
                                     "type": "object",
                                     "description": "Metric names of /metrics without the gateway_ prefix.",
@@ -444,6 +457,91 @@ def _paths() -> dict[str, Json]:
                             },
                         },
                         "The figures.",
+                    ),
+                    **_errors(503),
+                },
+            }
+        },
+        "/api/devices": {
+            "get": {
+                "operationId": "devices",
+                "summary": "Every client seen since the start: MQTT, MQTT-SN and HTTP writers",
+                "description": "Connected and sleeping clients first, then those gone, each by last message, newest "
+                "first. interval_s is a device's usual time between messages (a moving average of the gaps); "
+                "overdue is true when it has been silent for three of them (and a minute at least). battery is the "
+                "latest reading of a series named <client id>.battery (or .batt, .vbat, .battery_v, _battery, "
+                "/battery) in any table.",
+                "security": _READ,
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "success": {"const": True},
+                                "devices": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "object",
+                                        "properties": {
+                                            "client_id": {"type": "string"},
+                                            "protocol": {"enum": ["mqtt", "mqtt-sn", "http"]},
+                                            "address": {"type": "string"},
+                                            "state": {"enum": ["connected", "asleep", "gone"]},
+                                            "since": {"type": "number", "description": "Unix time of the state."},
+                                            "last_seen": {"type": ["number", "null"]},
+                                            "messages": {"type": "integer"},
+                                            "interval_s": {"type": ["number", "null"]},
+                                            "overdue": {"type": "boolean"},
+                                            "last_topic": {"type": "string"},
+                                            "battery": {
+                                                "type": ["object", "null"],
+                                                "properties": {
+                                                    "table": {"type": "string"},
+                                                    "series": {"type": "string"},
+                                                    "value": {"type": "number"},
+                                                    "time": {"type": "integer", "description": "Nanoseconds."},
+                                                },
+                                            },
+                                        },
+                                    },
+                                },
+                            },
+                        },
+                        "The devices.",
+                    ),
+                    **_errors(503),
+                },
+            }
+        },
+        "/api/errors": {
+            "get": {
+                "operationId": "errors",
+                "summary": "The last 100 publishes and writes refused, with who sent them and why",
+                "security": _READ,
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "success": {"const": True},
+                                "total": {"type": "integer", "description": "Refusals since the start."},
+                                "errors": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "object",
+                                        "properties": {
+                                            "time": {"type": "number", "description": "Unix time."},
+                                            "client_id": {"type": "string"},
+                                            "protocol": {"enum": ["mqtt", "mqtt-sn", "http"]},
+                                            "address": {"type": "string"},
+                                            "topic": {"type": "string"},
+                                            "reason": {"type": "string"},
+                                        },
+                                    },
+                                },
+                            },
+                        },
+                        "Newest first.",
                     ),
                     **_errors(503),
                 },

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from gateway import __version__
+from gateway.activity import Activity
 from gateway.mqtt.auth import Authorizer
 from gateway.mqtt.codec import Prop, Reason, Subscription
 from gateway.mqtt.persist import BrokerState, SessionRecord
@@ -100,11 +101,19 @@ Subscriber = tuple[Session, SubOptions]
 
 
 class Broker:
-    def __init__(self, settings: BrokerSettings, authorizer: Authorizer, state: BrokerState | None = None) -> None:
+    def __init__(
+        self,
+        settings: BrokerSettings,
+        authorizer: Authorizer,
+        state: BrokerState | None = None,
+        activity: Activity | None = None,
+    ) -> None:
         self.settings = settings
         self.authorizer = authorizer
         self.state = state
         self.stats = Stats()
+        # Who has been seen and what was refused, as the connections and the MQTT-SN gateway tell it.
+        self.activity = activity if activity is not None else Activity()
         self.sessions: dict[str, Session] = {}
         # Sessions whose client is away for now but still holds them: MQTT-SN clients asleep (§6.14).
         self.sleepers: dict[str, Outlet] = {}
@@ -227,8 +236,14 @@ class Broker:
         elif session.persistent and session.store is None:
             session.store = self.state
 
+    def rejected(self, client: ClientInfo, topic: str, reason: str) -> None:
+        """A publish was refused (ACL, a bad ingest payload, a full disk): counted, and kept for the Errors view."""
+        self.stats.publish_rejected += 1
+        self.activity.rejected(client.client_id, client.protocol, client.peer, topic, reason)
+
     def detach(self, session: Session, will: Message | None, will_delay: int) -> None:
         """The session's connection is gone. Publishes (or schedules) the will; ends a non-persistent session."""
+        self.activity.gone(session.client_id)
         session.connection = None
         session.disconnected_at = time.time()
         if will is not None:
@@ -440,7 +455,7 @@ class Broker:
         try:
             await self.run_hooks(message, client)
         except PublishRejected as exc:
-            self.stats.publish_rejected += 1
+            self.rejected(client, message.topic, exc.reason)
             log.warning("will of %s on %r rejected: %s", client.client_id, message.topic, exc.reason)
             return
         self.route(message)

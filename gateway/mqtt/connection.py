@@ -516,6 +516,7 @@ class MqttConnection(asyncio.Protocol):
         session.connection = self
         self.info = ClientInfo(client_id, packet.username, "mqtt", self.peer)
         broker.stats.clients_connected += 1
+        broker.activity.connected(client_id, "mqtt", self.peer)
         broker.stats.clients_maximum = max(broker.stats.clients_maximum, broker.stats.clients_connected)
 
         if v5:
@@ -635,10 +636,12 @@ class MqttConnection(asyncio.Protocol):
                 return
             if qos == 1:
                 self._qos1_unacked += 1
+        info = self.info
+        broker.activity.message(session.client_id, "mqtt", self.peer, topic)
         if not self.broker.may_publish(session.username, session.client_id, topic):
             log.info("client %s: publish to %r denied by the ACL", session.client_id, topic)
-            broker.stats.publish_rejected += 1
             denied = PublishRejected("the ACL does not allow publishing here", Reason.NOT_AUTHORIZED)
+            broker.rejected(info, topic, denied.reason)
             self._after(None, lambda _exc: self._finish_publish(session, None, qos, pid, denied))
             return
         message = self._message(topic, packet.payload, qos, packet.retain, props, session.client_id)
@@ -738,8 +741,8 @@ class MqttConnection(asyncio.Protocol):
                     exc_info=error,
                 )
                 reason, text, retry = Reason.IMPLEMENTATION_SPECIFIC_ERROR, "the gateway could not handle it", True
-            if message is not None:
-                self.broker.stats.publish_rejected += 1
+            if message is not None and self.info is not None:
+                self.broker.rejected(self.info, message.topic, text)
                 log.warning("client %s: message on %r rejected: %s", self.client_id, message.topic, text)
             if qos == 2:
                 session.incoming_qos2.pop(pid, None)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
@@ -47,6 +48,24 @@ class SerialAddress:
     device: str
     node: bytes | None = None
     node16: int = 0xFFFE  # XBee: the 16-bit network address the reply goes to (0xFFFE: unknown)
+
+    def __str__(self) -> str:
+        return self.device if self.node is None else f"{self.device} node {self.node.hex()}"
+
+
+def show_address(address: Address) -> str:
+    """An address as people write it: 192.0.2.1:1884, [fe80::1%eth0]:1884."""
+    if isinstance(address, tuple) and len(address) == 4:
+        host, port, _, scope_id = address
+        if scope_id:
+            try:
+                host = f"{host}%{socket.if_indextoname(scope_id)}"
+            except OSError:
+                host = f"{host}%{scope_id}"
+        return f"[{host}]:{port}"
+    if isinstance(address, tuple) and len(address) == 2:
+        return f"{address[0]}:{address[1]}"
+    return str(address)
 
 
 def _address_json(address: Address) -> list[object]:
@@ -140,7 +159,7 @@ class SnClient:
         self._next_topic_id = _FIRST_TOPIC_ID
         self._next_msg_id = 1
         self.session: Session | None = None
-        self.info = ClientInfo(client_id, None, "mqtt-sn", str(address))
+        self.info = ClientInfo(client_id, None, "mqtt-sn", show_address(address))
         self.will: Message | None = None
         self.will_pending: codec.WillTopic | None = None  # during the will prompts of CONNECT
         self.keepalive = keepalive  # seconds; while asleep, the sleep duration (§6.14)
@@ -342,8 +361,10 @@ class SnGateway:
             session.disconnected_at = None
             client.asleep = record["asleep"]
             self.stats.asleep += client.asleep
+            self.broker.activity.connected(client_id, "mqtt-sn", client.info.peer)
             if client.asleep:
                 self.broker.sleepers[client_id] = client
+                self.broker.activity.asleep(client_id)
                 session.queue_qos0 = True
             else:
                 session.connection = client
@@ -455,7 +476,7 @@ class SnGateway:
             del self.clients[sleeper.address]
         log.info("MQTT-SN client %s, asleep at %s, wakes from %s", client_id, sleeper.address, address)
         sleeper.address = address
-        sleeper.info = ClientInfo(client_id, None, "mqtt-sn", str(address))
+        sleeper.info = ClientInfo(client_id, None, "mqtt-sn", show_address(address))
         self.clients[address] = sleeper
         self.save(sleeper)
         return sleeper
@@ -602,6 +623,7 @@ class SnGateway:
         session.connection = client
         session.queue_qos0 = broker.settings.queue_qos0_messages  # a sleep may have changed it
         self.stats.connected += 1
+        broker.activity.connected(client.client_id, "mqtt-sn", client.info.peer)
         client.send(codec.ConnAck(ReturnCode.ACCEPTED))
         log.info(
             "MQTT-SN client %s connected from %s (%s session)",
@@ -691,6 +713,7 @@ class SnGateway:
             client.asleep = True
             self.stats.asleep += 1
             self.broker.sleepers[client.client_id] = client
+            self.broker.activity.asleep(client.client_id)
         client.keepalive = duration
         client.waking = False
         session.connection = None
@@ -747,9 +770,10 @@ class SnGateway:
             client.send(codec.PubRec(publish.msg_id))  # a resent QoS 2 message is acknowledged, not delivered again
             return
         broker = self.broker
+        broker.activity.message(client.client_id, "mqtt-sn", client.info.peer, topic)
         if not broker.may_publish(None, client.client_id, topic):
             log.info("MQTT-SN client %s: publish to %r denied by the ACL", client.client_id, topic)
-            broker.stats.publish_rejected += 1
+            broker.rejected(client.info, topic, "the ACL does not allow publishing here")
             if publish.qos > 0:  # §5.3.10 has no "not authorized": "not supported" tells it not to try again
                 client.send(codec.PubAck(publish.topic_id, publish.msg_id, ReturnCode.NOT_SUPPORTED))
             return
@@ -826,7 +850,7 @@ class SnGateway:
             retry = isinstance(error, PublishRejected) and error.retry
             reason = error.reason if isinstance(error, PublishRejected) else str(error)
             log.warning("MQTT-SN client %s: message on %r rejected: %s", client.client_id, message.topic, reason)
-            self.broker.stats.publish_rejected += 1
+            self.broker.rejected(client.info, message.topic, reason)
             session.incoming_qos2.pop(publish.msg_id, None)
             # §5.3.10 has no "bad payload": congestion tells the client to try again later, "not supported" not to.
             code = ReturnCode.CONGESTION if retry else ReturnCode.NOT_SUPPORTED

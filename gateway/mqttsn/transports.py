@@ -18,7 +18,7 @@ import serial
 
 from gateway.mqttsn import codec
 from gateway.mqttsn.framing import BROADCAST_64, LengthFramer, XBeeFramer, encode_tx
-from gateway.mqttsn.gateway import Address, SerialAddress
+from gateway.mqttsn.gateway import Address, SerialAddress, show_address
 
 log = logging.getLogger("gateway.mqttsn")
 RECEIVE_BUFFER = 4 << 20
@@ -191,21 +191,6 @@ async def open_udp6_beside(port: int, on_datagram: Callable[[bytes, Address], No
             return endpoint
     log.warning("MQTT-SN serves IPv4 only: %s. Set [mqttsn] ipv6 = false if that is meant.", reason.rstrip("."))
     return None
-
-
-def show_address(address: Address) -> str:
-    """An address as people write it: 192.0.2.1:1884, [fe80::1%eth0]:1884."""
-    if isinstance(address, tuple) and len(address) == 4:
-        host, port, _, scope_id = address
-        if scope_id:
-            try:
-                host = f"{host}%{socket.if_indextoname(scope_id)}"
-            except OSError:
-                host = f"{host}%{scope_id}"
-        return f"[{host}]:{port}"
-    if isinstance(address, tuple) and len(address) == 2:
-        return f"{address[0]}:{address[1]}"
-    return str(address)
 
 
 def _interface_flags(probe: socket.socket, name: str) -> int:
