@@ -33,10 +33,9 @@ def row(name, time_ns, value):
     return "[%s,%s,%s]" % (_string(name), "null" if time_ns is None else "%d" % time_ns, _number(value))
 
 
-def rows(prefix, values, time_ns, digits=None):
-    """The readings of one wake as JSON rows: series `<prefix>.<field>` for each field of `values` whose value is
-    a finite number (a sensor that failed reads None and is left out)."""
-    out = []
+def _fields(values, digits):
+    """(field, JSON number) for each field of `values` that holds a finite number, by name: a sensor that failed
+    reads None and is left out."""
     for field in sorted(values):
         value = values[field]
         if value is None:
@@ -44,10 +43,15 @@ def rows(prefix, values, time_ns, digits=None):
         if digits is not None and isinstance(value, float):
             value = round(value, digits)
         try:
-            out.append(row(prefix + "." + field, time_ns, value))
+            yield field, _number(value)
         except ValueError:
             continue
-    return out
+
+
+def rows(prefix, values, time_ns, digits=None):
+    """The readings of one wake as JSON rows: series `<prefix>.<field>`."""
+    when = "null" if time_ns is None else "%d" % time_ns
+    return ["[%s,%s,%s]" % (_string(prefix + "." + field), when, number) for field, number in _fields(values, digits)]
 
 
 def batch(row_texts):
@@ -78,17 +82,7 @@ def batches(row_texts, max_bytes):
 def sensors_object(values, ts_ns=None, digits=None):
     """The `sensors/<device>` payload: {"field": value, ..., "ts": time_ns}; the gateway makes `<device>.<field>`
     series in its sensors table."""
-    parts = []
-    for field in sorted(values):
-        value = values[field]
-        if value is None:
-            continue
-        if digits is not None and isinstance(value, float):
-            value = round(value, digits)
-        try:
-            parts.append("%s:%s" % (_string(field), _number(value)))
-        except ValueError:
-            continue
+    parts = ["%s:%s" % (_string(field), number) for field, number in _fields(values, digits)]
     if ts_ns is not None:
         parts.append('"ts":%d' % ts_ns)
     return ("{" + ",".join(parts) + "}").encode()

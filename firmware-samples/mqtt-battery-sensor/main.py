@@ -1,10 +1,9 @@
 # MQTT battery sensor: wake from deep sleep, read a BME280 and the battery, deliver the readings to the gateway's
 # ingest topic at QoS 1 (kept in flash until a PUBACK says they are stored), sleep again.
-import sys
-import time
 
 import clock
 import config
+import guard
 import machine
 import mdns
 import payload
@@ -154,14 +153,4 @@ def finish(state, wlan, started):
     machine.deepsleep(max(1000, config.INTERVAL_S * 1000 - awake))
 
 
-if machine.reset_cause() in (machine.PWRON_RESET, machine.HARD_RESET):
-    time.sleep(config.BOOT_DELAY_S)  # a window for Ctrl-C before the first deep sleep
-try:
-    main()
-except Exception as e:  # whatever went wrong, the node must sleep and try again, not hang awake
-    if hasattr(sys, "print_exception"):
-        sys.print_exception(e)
-    else:
-        print(repr(e))
-    time.sleep(1)  # a moment to break in from the REPL before the board is gone again
-    machine.deepsleep(config.INTERVAL_S * 1000)
+guard.run(main, config.INTERVAL_S, config.BOOT_DELAY_S)

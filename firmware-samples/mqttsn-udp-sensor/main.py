@@ -1,12 +1,11 @@
 # MQTT-SN UDP sensor: a sleeping MQTT-SN client (§6.14). Each wake: PINGREQ with the client id, which collects the
 # commands published to the node while it slept; then the readings, at QoS 1 (CONNECT, PUBLISH, PUBACK, DISCONNECT
 # with the sleep duration) or at QoS -1 (one datagram to a pre-defined topic id); then deep sleep.
-import sys
-import time
 
 import clock
 import commands
 import config
+import guard
 import machine
 import mqttsn
 import mqttsn_udp
@@ -148,14 +147,4 @@ def cycle(state, transport, rows, spool):
     state["topics"] = [[tid, name] for tid, name in client.topics.items()]
 
 
-if machine.reset_cause() in (machine.PWRON_RESET, machine.HARD_RESET):
-    time.sleep(config.BOOT_DELAY_S)  # a window for Ctrl-C before the first deep sleep
-try:
-    main()
-except Exception as e:  # whatever went wrong, the node must sleep and try again, not hang awake
-    if hasattr(sys, "print_exception"):
-        sys.print_exception(e)
-    else:
-        print(repr(e))
-    time.sleep(1)  # a moment to break in from the REPL before the board is gone again
-    machine.deepsleep(config.INTERVAL_S * 1000)
+guard.run(main, config.INTERVAL_S, config.BOOT_DELAY_S)
