@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages the test suite talks to: independent MQTT clients, and mosquitto as the benchmark's yardstick;
-# Node.js runs MicroPython's WebAssembly port for the firmware-samples tests.
-TEST_DEBS := mosquitto-clients mosquitto iproute2 nodejs
+# Node.js runs MicroPython's WebAssembly port for the firmware-samples tests; Chromium shows the web page to
+# tests/page (driven by Playwright, which uses this one instead of downloading its own).
+TEST_DEBS := mosquitto-clients mosquitto iproute2 nodejs chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test lint typecheck unit bench debs clean

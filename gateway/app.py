@@ -223,6 +223,7 @@ class Gateway:
             backup=self.backup,
             mdns_name=self.mdns_name,
             activity=self.activity,
+            name=self.config.mdns.name or default_name(),
             listeners=lambda: list(self.endpoints),
         )
         self.http = HttpServer(make_app(context), self.config.gateway.bind, http.port, on_stop=watch.close)

@@ -20,7 +20,7 @@ import bottle
 import orjson
 
 from gateway import __version__
-from gateway.http import backup, devices, metrics, openapi, rest, sql, watch
+from gateway.http import backup, devices, metrics, openapi, page, rest, sql, watch
 from gateway.http.base import (
     ApiContext,
     ApiError,
@@ -124,6 +124,7 @@ def make_app(ctx: ApiContext) -> bottle.Bottle:
     metrics.register(app, ctx)
     backup.register(app, ctx)
     openapi.register(app, ctx)
+    page.register(app)  # the web page (/ and its assets): no API route, so not in the OpenAPI document
 
     @app.error(400)
     def bad_request(error: bottle.HTTPError) -> Body:

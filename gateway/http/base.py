@@ -79,6 +79,8 @@ class ApiContext:
     backup: Callable[[], Path] | None = None
     # The host name advertised over mDNS (<name>.local), after any rename on a conflict; "" while none is.
     mdns_name: Callable[[], str] = lambda: ""
+    # The gateway's name: [mdns] name, or the one made from the host name (also when mDNS is off).
+    name: str = ""
     # Who has been seen and the last refusals (/api/devices, /api/errors); told of HTTP writes on the event loop.
     activity: Activity | None = None
     # The listeners as (name, host, port), with the ports really bound: where sensors should connect.

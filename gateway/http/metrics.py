@@ -213,7 +213,13 @@ def register(app: bottle.Bottle, ctx: ApiContext) -> None:
         figures: dict[str, object] = {metric.name: metric.value for metric in current() if not metric.labels}
         mdns_name = ctx.mdns_name() or None
         listeners = [{"name": name, "host": host, "port": port} for name, host, port in ctx.listeners()]
-        answer = {"success": True, "version": __version__, "mdns_name": mdns_name, "listeners": listeners}
+        answer = {
+            "success": True,
+            "version": __version__,
+            "name": ctx.name,
+            "mdns_name": mdns_name,
+            "listeners": listeners,
+        }
         return json_response(200, {**answer, "status": figures})
 
     app.route("/metrics", "GET", handle(prometheus))

@@ -430,6 +430,10 @@ def _paths() -> dict[str, Json]:
                             "properties": {
                                 "success": {"const": True},
                                 "version": {"type": "string"},
+                                "name": {
+                                    "type": "string",
+                                    "description": "The gateway's name: [mdns] name, or one made from the host name.",
+                                },
                                 "mdns_name": {
                                     "type": ["string", "null"],
                                     "description": "The host name advertised over mDNS (<name>.local; <name>-2, "

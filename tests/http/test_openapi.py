@@ -32,9 +32,15 @@ def app(tmp_path: Path) -> Iterator[bottle.Bottle]:
         loop.close()
 
 
+# The web page and its files (gateway/http/page.py) are routes of the app but no part of the API.
+PAGE_ROUTES = {("/", "get"), ("/favicon.ico", "get"), ("/assets/{tag}/{path}", "get")}
+
+
 def routes(app: bottle.Bottle) -> set[tuple[str, str]]:
-    """(OpenAPI path, method) of every route; bottle's <name> wildcards become {name}."""
-    return {(re.sub(r"<([a-z_]+)>", r"{\1}", route.rule), route.method.lower()) for route in app.routes}
+    """(OpenAPI path, method) of every API route; bottle's <name> and <name:filter> wildcards become {name}."""
+    every = {(re.sub(r"<([a-z_]+)(:[a-z]+)?>", r"{\1}", route.rule), route.method.lower()) for route in app.routes}
+    assert every >= PAGE_ROUTES
+    return every - PAGE_ROUTES
 
 
 def operations(doc: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:

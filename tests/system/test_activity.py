@@ -91,8 +91,11 @@ def test_an_http_writer_is_a_device_named_by_its_address_and_its_bad_body_an_err
     assert (refusal["client_id"], refusal["protocol"]) == ("http 127.0.0.1", "http")
 
 
-def test_status_names_the_listeners_with_their_real_ports(gateway: Gateway) -> None:
-    listeners = {item["name"]: item for item in get(gateway, "/api/status")["listeners"]}
+def test_status_names_the_gateway_and_its_listeners_with_their_real_ports(gateway_factory: Any) -> None:
+    gateway = gateway_factory('[mdns]\nname = "barn"\n')
+    status = get(gateway, "/api/status")
+    assert status["name"] == "barn"  # also where mDNS advertises nothing (loopback here)
+    listeners = {item["name"]: item for item in status["listeners"]}
     assert listeners["mqtt"] == {"name": "mqtt", "host": "127.0.0.1", "port": gateway.mqtt_port}
     assert listeners["mqtt-sn"]["port"] == gateway.mqttsn_port
     assert listeners["http"]["port"] == int(gateway.http_url.rsplit(":", 1)[1])
