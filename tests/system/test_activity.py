@@ -45,8 +45,7 @@ def test_devices_of_every_protocol_with_their_state_battery_and_refusals(
     paho.publish("db/append/SENSORS", b'[["garden-1.temp", 1, "warm"]]', 1)  # refused: a value must be a number
     sn = SnClient(gateway.mqttsn_port)
     try:
-        sn.send(codec.Connect("balcony-1", 60))
-        assert sn.receive() == codec.ConnAck(ReturnCode.ACCEPTED)
+        sn.connect("balcony-1")
         sn.send(codec.Register(0, 1, "db/append/SENSORS"))
         regack = sn.receive()
         assert isinstance(regack, codec.RegAck)

@@ -36,6 +36,11 @@ class SnClient:
         data, _ = self.sock.recvfrom(65535)
         return codec.decode(data)
 
+    def connect(self, client_id: str, duration: int = 60, *, clean_session: bool = True) -> None:
+        """CONNECT without a will, down to CONNACK accepted."""
+        self.send(codec.Connect(client_id, duration, clean_session=clean_session))
+        assert self.receive() == codec.ConnAck(ReturnCode.ACCEPTED)
+
     def nothing(self, wait: float = 0.3) -> bool:
         self.sock.settimeout(wait)
         try:
@@ -102,8 +107,7 @@ def test_connect_register_and_publish_qos1_is_stored_before_its_puback(gateway: 
 
 
 def test_a_bad_payload_is_refused_with_a_return_code_and_nothing_is_stored(gateway: Gateway, sn: SnClient) -> None:
-    sn.send(codec.Connect("sensor2", 60))
-    assert sn.receive() == codec.ConnAck(ReturnCode.ACCEPTED)
+    sn.connect("sensor2")
     sn.send(codec.Register(0, 1, "db/append/SNBAD"))
     regack = sn.receive()
     assert isinstance(regack, codec.RegAck)
@@ -119,8 +123,7 @@ def test_a_bad_payload_is_refused_with_a_return_code_and_nothing_is_stored(gatew
 def test_subscriber_gets_a_register_then_what_a_paho_client_publishes(
     gateway: Gateway, sn: SnClient, clients: list[Client]
 ) -> None:
-    sn.send(codec.Connect("listener", 60))
-    assert sn.receive() == codec.ConnAck(ReturnCode.ACCEPTED)
+    sn.connect("listener")
     sn.send(codec.Subscribe(1, "alerts/#", qos=1))
     suback = sn.receive()
     assert suback == codec.SubAck(0, 1, ReturnCode.ACCEPTED, 1)  # a wildcard filter has no topic id (§5.4.16)
@@ -149,8 +152,7 @@ def test_searchgw_gets_gwinfo_and_bad_datagrams_change_nothing(gateway: Gateway,
     for garbage in (b"", b"\x05\x04\x04\x01", b"\x03\x0c\x00", b"\xff" * 40, b"\x02\x03"):
         sn.send(garbage)  # the facts file's crashers: CONNECT with Length 5, a 3-octet PUBLISH, ...
     assert sn.nothing()
-    sn.send(codec.Connect("survivor", 60))
-    assert sn.receive() == codec.ConnAck(ReturnCode.ACCEPTED)
+    sn.connect("survivor")
     assert "MQTT-SN datagram from" in gateway.log()
 
 
@@ -171,8 +173,7 @@ def test_a_sleeping_client_gets_what_was_buffered_when_it_wakes_then_pingresp(
 ) -> None:
     """§6.14: DISCONNECT with a duration: messages wait (QoS 0 too); PINGREQ with the client id wakes it: the
     buffered PUBLISHes, then PINGRESP."""
-    sn.send(codec.Connect("sleeper", 60, clean_session=False))
-    assert sn.receive() == codec.ConnAck(ReturnCode.ACCEPTED)
+    sn.connect("sleeper", clean_session=False)
     sn.send(codec.Subscribe(1, "cmd/sleeper", qos=1))
     suback = sn.receive()
     assert isinstance(suback, codec.SubAck) and suback.topic_id != 0  # a plain name gets its id in the SUBACK
@@ -220,13 +221,11 @@ def test_topic_ids_subscriptions_and_sleep_survive_a_gateway_restart(gateway: Ga
     buffered messages, without either connecting again."""
     awake, sleeper = SnClient(gateway.mqttsn_port), SnClient(gateway.mqttsn_port)
     try:
-        awake.send(codec.Connect("awake", 600, clean_session=False))
-        assert awake.receive() == codec.ConnAck(ReturnCode.ACCEPTED)
+        awake.connect("awake", 600, clean_session=False)
         awake.send(codec.Register(0, 1, "db/append/SNR"))
         regack = awake.receive()
         assert isinstance(regack, codec.RegAck)
-        sleeper.send(codec.Connect("sleepy", 600, clean_session=False))
-        assert sleeper.receive() == codec.ConnAck(ReturnCode.ACCEPTED)
+        sleeper.connect("sleepy", 600, clean_session=False)
         sleeper.send(codec.Subscribe(1, "cmd/sleepy", qos=1))
         suback = sleeper.receive()
         assert isinstance(suback, codec.SubAck) and suback.topic_id
@@ -312,8 +311,7 @@ def test_an_mqtt_connection_with_the_same_client_id_takes_the_session_over(
     gateway: Gateway, sn: SnClient, clients: list[Client]
 ) -> None:
     """§3.1.4 across protocols: the session moves to the new connection, and the MQTT-SN client is let go."""
-    sn.send(codec.Connect("shared-id", 600))
-    assert sn.receive() == codec.ConnAck(ReturnCode.ACCEPTED)
+    sn.connect("shared-id", 600)
     paho = Client(gateway.mqtt_port, "shared-id")
     clients.append(paho)
     assert wait_until(lambda: "MQTT-SN client shared-id" in gateway.log() and "taken over" in gateway.log())
@@ -326,8 +324,7 @@ def test_a_sleeping_clients_session_taken_over_by_mqtt_moves_with_what_was_buffe
 ) -> None:
     """§3.1.4 for a client asleep (§6.14): the MQTT connection gets the session and its buffered message; the
     sleeper, when it wakes, is told it is no longer connected; nothing of it is left to fire later."""
-    sn.send(codec.Connect("napper", 60, clean_session=False))
-    assert sn.receive() == codec.ConnAck(ReturnCode.ACCEPTED)
+    sn.connect("napper", clean_session=False)
     sn.send(codec.Subscribe(1, "cmd/napper", qos=1))
     assert isinstance(sn.receive(), codec.SubAck)
     sn.send(codec.Disconnect(1))  # asleep for 1 s: lost after 1.5 s if it still held the session
@@ -383,8 +380,7 @@ def test_a_burst_beyond_the_store_backlog_waits_in_the_socket_and_is_stored_whol
     gateway = gateway_factory("[mqtt]\nmax_backlog_bytes = 2048\n")
     sn = SnClient(gateway.mqttsn_port)
     try:
-        sn.send(codec.Connect("burster", 60))
-        assert sn.receive() == codec.ConnAck(ReturnCode.ACCEPTED)
+        sn.connect("burster")
         sn.send(codec.Register(0, 1, "db/append/SNBURST"))
         regack = sn.receive()
         assert isinstance(regack, codec.RegAck)
@@ -405,8 +401,7 @@ def test_a_sleeper_woken_gets_register_then_after_its_regack_the_publish_then_pi
 ) -> None:
     """§6.10 and §6.14 together: the buffered message's topic is new to the client (a wildcard subscription), so
     the wake is REGISTER, (REGACK), PUBLISH, PINGRESP; PINGRESP neither before the buffer nor held back after."""
-    sn.send(codec.Connect("dozer", 60, clean_session=False))
-    assert sn.receive() == codec.ConnAck(ReturnCode.ACCEPTED)
+    sn.connect("dozer", clean_session=False)
     sn.send(codec.Subscribe(1, "news/#", qos=1))
     assert isinstance(sn.receive(), codec.SubAck)
     sn.send(codec.Disconnect(600))
@@ -440,8 +435,7 @@ def test_a_register_refused_drops_its_message_and_a_lost_regack_is_asked_again(
     gateway = gateway_factory("[mqttsn]\nretry_interval = 0.5\n")
     sn = SnClient(gateway.mqttsn_port)
     try:
-        sn.send(codec.Connect("picky", 60))
-        assert sn.receive() == codec.ConnAck(ReturnCode.ACCEPTED)
+        sn.connect("picky")
         sn.send(codec.Subscribe(1, "feed/#", qos=0))
         assert isinstance(sn.receive(), codec.SubAck)
         paho = Client(gateway.mqtt_port, "feeder")
@@ -472,8 +466,7 @@ def test_the_acl_applies_to_mqttsn_clients_as_anonymous_ones(
     gateway = gateway_factory(f'[mqtt]\nacl_file = "{acl}"\n')
     sn = SnClient(gateway.mqttsn_port)
     try:
-        sn.send(codec.Connect("restricted", 60))
-        assert sn.receive() == codec.ConnAck(ReturnCode.ACCEPTED)
+        sn.connect("restricted")
         ids = {}
         for msg_id, table in enumerate(("SNALLOWED", "SNDENIED"), start=1):
             sn.send(codec.Register(0, msg_id, f"db/append/{table}"))
@@ -518,22 +511,19 @@ def test_without_anonymous_clients_mqttsn_clients_are_refused_with_a_reason(
 def test_a_persistent_session_keeps_its_topic_ids_across_disconnect_and_restart(gateway: Gateway, sn: SnClient) -> None:
     """Clean session false (§6.3): the topic ids registered stay with the session, after a DISCONNECT, a gateway
     restart and a CONNECT (a known failing of other gateways); clean session true starts without them."""
-    sn.send(codec.Connect("keeper", 60, clean_session=False))
-    assert sn.receive() == codec.ConnAck(ReturnCode.ACCEPTED)
+    sn.connect("keeper", clean_session=False)
     sn.send(codec.Register(0, 1, "db/append/SNKEEP"))
     regack = sn.receive()
     assert isinstance(regack, codec.RegAck)
     sn.send(codec.Disconnect())
     assert sn.receive() == codec.Disconnect()
     gateway.restart()
-    sn.send(codec.Connect("keeper", 60, clean_session=False))
-    assert sn.receive() == codec.ConnAck(ReturnCode.ACCEPTED)
+    sn.connect("keeper", clean_session=False)
     sn.send(codec.Publish(regack.topic_id, 2, json.dumps(["k", T0, 1]).encode(), qos=1))
     assert sn.receive() == codec.PubAck(regack.topic_id, 2, ReturnCode.ACCEPTED)
     sn.send(codec.Disconnect())
     assert sn.receive() == codec.Disconnect()
-    sn.send(codec.Connect("keeper", 60, clean_session=True))
-    assert sn.receive() == codec.ConnAck(ReturnCode.ACCEPTED)
+    sn.connect("keeper", clean_session=True)
     sn.send(codec.Publish(regack.topic_id, 3, json.dumps(["k", T0 + 1, 2]).encode(), qos=1))
     assert sn.receive() == codec.PubAck(regack.topic_id, 3, ReturnCode.INVALID_TOPIC_ID)
     assert rows(gateway, "select count(*) from snkeep") == [[1]]
@@ -582,8 +572,7 @@ def test_a_sleeper_waking_from_a_new_port_is_found_by_its_client_id_and_may_publ
     source port (or address): the session follows it there. Awake, it may publish without a CONNECT."""
     before, after = SnClient(gateway.mqttsn_port), SnClient(gateway.mqttsn_port)
     try:
-        before.send(codec.Connect("roamer", 60, clean_session=False))
-        assert before.receive() == codec.ConnAck(ReturnCode.ACCEPTED)
+        before.connect("roamer", clean_session=False)
         before.send(codec.Register(0, 1, "db/append/SNROAM"))
         regack = before.receive()
         assert isinstance(regack, codec.RegAck)
