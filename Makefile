@@ -4,8 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages the test suite talks to: independent MQTT clients, and mosquitto as the benchmark's yardstick;
 # Node.js runs MicroPython's WebAssembly port for the firmware-samples tests; Chromium shows the web page to
-# tests/page (driven by Playwright, which uses this one instead of downloading its own).
-TEST_DEBS := mosquitto-clients mosquitto iproute2 nodejs chromium
+# tests/page (driven by Playwright, which uses this one instead of downloading its own). systemd brings
+# systemd-analyze, which checks systemd/gateway.service (tests/system/test_systemd.py).
+TEST_DEBS := mosquitto-clients mosquitto iproute2 nodejs chromium systemd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test lint typecheck unit bench debs clean

@@ -41,6 +41,7 @@ from gateway.mqttsn.transports import (
     open_udp,
     open_udp6_beside,
 )
+from gateway.service import Notifier
 from gateway.store import database as store
 from gateway.store.backup import backup_archive, scratch_dir
 from gateway.store.database import Retention, TimeSeriesStore
@@ -398,12 +399,25 @@ async def serve(config: Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    notifier = Notifier()
     try:
         await gateway.start()
     except BaseException:
         await gateway.stop()
+        notifier.close()
         raise
     tune_garbage_collector()
-    await stop.wait()
-    log.info("stopping")
-    await gateway.stop()
+    # Type=notify: systemd counts the service as started (and starts what comes after it) only now that every
+    # listener accepts connections.
+    notifier.ready("listening " + " ".join(f"{name}={host}:{port}" for name, host, port in gateway.endpoints))
+    notifier.start_watchdog()
+    try:
+        await stop.wait()
+        log.info("stopping")
+        notifier.stopping()
+        # No pings while stopping: TimeoutStopSec= bounds the stop, and flushing the store may take a while.
+        await notifier.stop_watchdog()
+        await gateway.stop()
+    finally:
+        await notifier.stop_watchdog()
+        notifier.close()

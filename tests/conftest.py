@@ -39,6 +39,7 @@ class Gateway:
     process: subprocess.Popen[bytes] | None = None
     endpoints: dict[str, int] = field(default_factory=dict)
     log_path: Path | None = None
+    env: dict[str, str] | None = None  # added to the test's environment, e.g. systemd's NOTIFY_SOCKET
     _starts: int = 0
 
     @property
@@ -62,7 +63,8 @@ class Gateway:
             args += ["--config", str(self.config)]
         args += list(self.extra_args)
         with self.log_path.open("wb") as log:  # the child keeps its own descriptor
-            self.process = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+            env = None if self.env is None else {**os.environ, **self.env}
+            self.process = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             match = _LISTENING.search(self.log())
@@ -117,12 +119,13 @@ def gateway_factory(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
         start: bool = True,
         name: str = "data",
         bind: str = "127.0.0.1",
+        env: dict[str, str] | None = None,
     ) -> Gateway:
         config = None
         if config_text is not None:
             config = tmp_path / f"{name}.toml"
             config.write_text(config_text)
-        gw = Gateway(tmp_path / name, config, extra_args, bind=bind)
+        gw = Gateway(tmp_path / name, config, extra_args, bind=bind, env=env)
         started.append(gw)
         return gw.start() if start else gw
 
