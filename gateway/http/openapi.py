@@ -31,6 +31,11 @@ def _json(schema: Json, description: str) -> Json:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+def _success(properties: Json, description: str) -> Json:
+    """A JSON answer {"success": true, ...properties}."""
+    return _json({"type": "object", "properties": {"success": {"const": True}, **properties}}, description)
+
+
 def _errors(*codes: int) -> dict[str, Json]:
     why = {
         400: "A parameter or the body is wrong; the reason names it.",
@@ -178,14 +183,10 @@ def _paths() -> dict[str, Json]:
                 "summary": "Is the gateway up",
                 "security": _READ,
                 "responses": {
-                    "200": _json(
+                    "200": _success(
                         {
-                            "type": "object",
-                            "properties": {
-                                "success": {"const": True},
-                                "status": {"const": "ok"},
-                                "version": {"type": "string"},
-                            },
+                            "status": {"const": "ok"},
+                            "version": {"type": "string"},
                         },
                         "The gateway answers.",
                     ),
@@ -289,13 +290,9 @@ def _paths() -> dict[str, Json]:
                 "summary": "Tables",
                 "security": _READ,
                 "responses": {
-                    "200": _json(
+                    "200": _success(
                         {
-                            "type": "object",
-                            "properties": {
-                                "success": {"const": True},
-                                "tables": {"type": "array", "items": _ref("Table")},
-                            },
+                            "tables": {"type": "array", "items": _ref("Table")},
                         },
                         "Every table, by name.",
                     ),
@@ -367,14 +364,10 @@ def _paths() -> dict[str, Json]:
                     _query("q", "Only series whose name contains this (case-insensitive).", {"type": "string"}),
                 ],
                 "responses": {
-                    "200": _json(
+                    "200": _success(
                         {
-                            "type": "object",
-                            "properties": {
-                                "success": {"const": True},
-                                "table": {"type": "string"},
-                                "series": {"type": "array", "items": _ref("Series")},
-                            },
+                            "table": {"type": "string"},
+                            "series": {"type": "array", "items": _ref("Series")},
                         },
                         "The series, by name.",
                     ),
@@ -424,40 +417,36 @@ def _paths() -> dict[str, Json]:
                 "summary": "The numbers of /metrics as JSON",
                 "security": _READ,
                 "responses": {
-                    "200": _json(
+                    "200": _success(
                         {
-                            "type": "object",
-                            "properties": {
-                                "success": {"const": True},
-                                "version": {"type": "string"},
-                                "name": {
-                                    "type": "string",
-                                    "description": "The gateway's name: [mdns] name, or one made from the host name.",
-                                },
-                                "mdns_name": {
-                                    "type": ["string", "null"],
-                                    "description": "The host name advertised over mDNS (<name>.local; <name>-2, "
-                                    "... after a conflict on the network); null while none is.",
-                                },
-                                "listeners": {
-                                    "type": "array",
-                                    "description": "Where clients connect: each listener's protocol, bound address "
-                                    "(0.0.0.0: every IPv4 address of the gateway) and port.",
-                                    "items": {
-                                        "type": "object",
-                                        "properties": {
-                                            "name": {"type": "string", "examples": ["mqtt", "mqtt-sn", "http"]},
-                                            "host": {"type": "string"},
-                                            "port": {"type": "integer"},
-                                        },
+                            "version": {"type": "string"},
+                            "name": {
+                                "type": "string",
+                                "description": "The gateway's name: [mdns] name, or one made from the host name.",
+                            },
+                            "mdns_name": {
+                                "type": ["string", "null"],
+                                "description": "The host name advertised over mDNS (<name>.local; <name>-2, "
+                                "... after a conflict on the network); null while none is.",
+                            },
+                            "listeners": {
+                                "type": "array",
+                                "description": "Where clients connect: each listener's protocol, bound address "
+                                "(0.0.0.0: every IPv4 address of the gateway) and port.",
+                                "items": {
+                                    "type": "object",
+                                    "properties": {
+                                        "name": {"type": "string", "examples": ["mqtt", "mqtt-sn", "http"]},
+                                        "host": {"type": "string"},
+                                        "port": {"type": "integer"},
                                     },
                                 },
-                                "status": {
-                                    "type": "object",
-                                    "description": "Metric names of /metrics without the gateway_ prefix.",
-                                    "additionalProperties": {"type": "number"},
-                                    "examples": [{"uptime_seconds": 12.5, "ingest_readings_total": 1200}],
-                                },
+                            },
+                            "status": {
+                                "type": "object",
+                                "description": "Metric names of /metrics without the gateway_ prefix.",
+                                "additionalProperties": {"type": "number"},
+                                "examples": [{"uptime_seconds": 12.5, "ingest_readings_total": 1200}],
                             },
                         },
                         "The figures.",
@@ -477,34 +466,30 @@ def _paths() -> dict[str, Json]:
                 "/battery) in any table.",
                 "security": _READ,
                 "responses": {
-                    "200": _json(
+                    "200": _success(
                         {
-                            "type": "object",
-                            "properties": {
-                                "success": {"const": True},
-                                "devices": {
-                                    "type": "array",
-                                    "items": {
-                                        "type": "object",
-                                        "properties": {
-                                            "client_id": {"type": "string"},
-                                            "protocol": {"enum": ["mqtt", "mqtt-sn", "http"]},
-                                            "address": {"type": "string"},
-                                            "state": {"enum": ["connected", "asleep", "gone"]},
-                                            "since": {"type": "number", "description": "Unix time of the state."},
-                                            "last_seen": {"type": ["number", "null"]},
-                                            "messages": {"type": "integer"},
-                                            "interval_s": {"type": ["number", "null"]},
-                                            "overdue": {"type": "boolean"},
-                                            "last_topic": {"type": "string"},
-                                            "battery": {
-                                                "type": ["object", "null"],
-                                                "properties": {
-                                                    "table": {"type": "string"},
-                                                    "series": {"type": "string"},
-                                                    "value": {"type": "number"},
-                                                    "time": {"type": "integer", "description": "Nanoseconds."},
-                                                },
+                            "devices": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "properties": {
+                                        "client_id": {"type": "string"},
+                                        "protocol": {"enum": ["mqtt", "mqtt-sn", "http"]},
+                                        "address": {"type": "string"},
+                                        "state": {"enum": ["connected", "asleep", "gone"]},
+                                        "since": {"type": "number", "description": "Unix time of the state."},
+                                        "last_seen": {"type": ["number", "null"]},
+                                        "messages": {"type": "integer"},
+                                        "interval_s": {"type": ["number", "null"]},
+                                        "overdue": {"type": "boolean"},
+                                        "last_topic": {"type": "string"},
+                                        "battery": {
+                                            "type": ["object", "null"],
+                                            "properties": {
+                                                "table": {"type": "string"},
+                                                "series": {"type": "string"},
+                                                "value": {"type": "number"},
+                                                "time": {"type": "integer", "description": "Nanoseconds."},
                                             },
                                         },
                                     },
@@ -523,24 +508,20 @@ def _paths() -> dict[str, Json]:
                 "summary": "The last 100 publishes and writes refused, with who sent them and why",
                 "security": _READ,
                 "responses": {
-                    "200": _json(
+                    "200": _success(
                         {
-                            "type": "object",
-                            "properties": {
-                                "success": {"const": True},
-                                "total": {"type": "integer", "description": "Refusals since the start."},
-                                "errors": {
-                                    "type": "array",
-                                    "items": {
-                                        "type": "object",
-                                        "properties": {
-                                            "time": {"type": "number", "description": "Unix time."},
-                                            "client_id": {"type": "string"},
-                                            "protocol": {"enum": ["mqtt", "mqtt-sn", "http"]},
-                                            "address": {"type": "string"},
-                                            "topic": {"type": "string"},
-                                            "reason": {"type": "string"},
-                                        },
+                            "total": {"type": "integer", "description": "Refusals since the start."},
+                            "errors": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "properties": {
+                                        "time": {"type": "number", "description": "Unix time."},
+                                        "client_id": {"type": "string"},
+                                        "protocol": {"enum": ["mqtt", "mqtt-sn", "http"]},
+                                        "address": {"type": "string"},
+                                        "topic": {"type": "string"},
+                                        "reason": {"type": "string"},
                                     },
                                 },
                             },
