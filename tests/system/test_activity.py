@@ -46,9 +46,7 @@ def test_devices_of_every_protocol_with_their_state_battery_and_refusals(
     sn = SnClient(gateway.mqttsn_port)
     try:
         sn.connect("balcony-1")
-        sn.send(codec.Register(0, 1, "db/append/SENSORS"))
-        regack = sn.receive()
-        assert isinstance(regack, codec.RegAck)
+        regack = sn.register("db/append/SENSORS")
         sn.send(codec.Publish(regack.topic_id, 2, json.dumps(["balcony-1.temp", T0, 18.0]).encode(), qos=1))
         assert sn.receive() == codec.PubAck(regack.topic_id, 2, ReturnCode.ACCEPTED)
         sn.send(codec.Disconnect(600))
