@@ -339,7 +339,7 @@ class Gateway:
             mqtt_bytes_received=stats.bytes_received,
             mqtt_bytes_sent=stats.bytes_sent,
             mqttsn_clients_connected=sn.connected,
-            mqttsn_clients_asleep=sn.asleep,
+            mqttsn_clients_asleep=len(self.broker.sleepers),  # only MQTT-SN clients sleep
             mqttsn_datagrams_received=sn.received,
             mqttsn_datagrams_malformed=sn.malformed,
             mqttsn_publish_congested=sn.congested,

@@ -264,7 +264,6 @@ class SnStats:
     received: int = 0
     malformed: int = 0
     connected: int = 0  # awake or asleep
-    asleep: int = 0
     congested: int = 0  # publishes refused (QoS 1/2) or dropped (QoS 0) while the store was behind
 
 
@@ -360,7 +359,6 @@ class SnGateway:
             client.session = session
             session.disconnected_at = None
             client.asleep = record["asleep"]
-            self.stats.asleep += client.asleep
             self.broker.activity.connected(client_id, "mqtt-sn", client.info.peer)
             if client.asleep:
                 self.broker.sleepers[client_id] = client
@@ -657,7 +655,6 @@ class SnGateway:
             del self.broker.sleepers[client.client_id]
         if session.connection is client or client.asleep:
             self.stats.connected -= 1
-            self.stats.asleep -= client.asleep
             self.broker.detach(session, client.will if will else None, 0)
 
     # -- keep-alive and sleep (§6.11, §6.14) ----------------------------------------------------------------------
@@ -711,7 +708,6 @@ class SnGateway:
         """§6.14: the session stays, messages for it are buffered (QoS 0 too) until the client wakes."""
         if not client.asleep:
             client.asleep = True
-            self.stats.asleep += 1
             self.broker.sleepers[client.client_id] = client
             self.broker.activity.asleep(client.client_id)
         client.keepalive = duration
