@@ -25,6 +25,7 @@ from gateway.http.base import (
     ApiContext,
     ApiError,
     Body,
+    call_on_loop,
     csv_text,
     handler,
     json_response,
@@ -107,12 +108,12 @@ def make_app(ctx: ApiContext) -> bottle.Bottle:
         who, topic = f"http {peer}", f"db/write/{table}"
         activity = ctx.activity
         if activity is not None:
-            ctx.loop.call_soon_threadsafe(activity.message, who, "http", peer, topic)
+            call_on_loop(ctx, activity.message, who, "http", peer, topic)
         try:
             readings = parse(body, fmt, compress, options)
         except PayloadError as exc:
             if activity is not None:
-                ctx.loop.call_soon_threadsafe(activity.rejected, who, "http", peer, topic, exc.reason)
+                call_on_loop(ctx, activity.rejected, who, "http", peer, topic, exc.reason)
             raise ApiError(400, f"nothing written: {exc.reason}") from None
         count = on_loop(ctx, ctx.store.append(table, readings, durable=True))
         return _done(started, f"success, {count} record(s) inserted")

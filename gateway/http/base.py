@@ -130,6 +130,16 @@ def on_loop(ctx: ApiContext, coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run_coroutine_threadsafe(coro, ctx.loop).result(timeout=30)
 
 
+def call_on_loop(ctx: ApiContext, function: Callable[..., T], *args: Any) -> T:
+    """Calls `function` on the event loop and waits for its result: the loop owns the client activity, so a request
+    thread neither reads it while the loop changes it nor answers before what it recorded is visible."""
+
+    async def call() -> T:
+        return function(*args)
+
+    return on_loop(ctx, call())
+
+
 def given_token() -> str:
     given = bottle.request.get_header("Authorization", "").removeprefix("Bearer ").strip()
     return str(given or bottle.request.query.get("token", ""))

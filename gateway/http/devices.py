@@ -10,7 +10,7 @@ from typing import Any
 import bottle
 
 from gateway.activity import Activity
-from gateway.http.base import ApiContext, ApiError, Body, handler, json_response
+from gateway.http.base import ApiContext, ApiError, Body, call_on_loop, handler, json_response
 from gateway.store.query import latest
 
 # Series names that mean a device's battery: <client id> followed by one of these, as the firmware samples name
@@ -45,12 +45,14 @@ def register(app: bottle.Bottle, ctx: ApiContext) -> None:
     handle = handler(ctx)
 
     def api_devices(started: float) -> Body:
-        devices = _activity(ctx).devices()
+        devices = call_on_loop(ctx, _activity(ctx).devices)
         _batteries(ctx, devices)
         return json_response(200, {"success": True, "devices": devices})
 
     def api_errors(started: float) -> Body:
-        activity = _activity(ctx)
+        return call_on_loop(ctx, errors_answer, _activity(ctx))
+
+    def errors_answer(activity: Activity) -> Body:
         errors = [
             {
                 "time": refusal.time,
