@@ -56,7 +56,16 @@ def _parser() -> argparse.ArgumentParser:
         help="read the password from the first line of standard input instead of prompting",
     )
 
-    commands.add_parser("config", help="print every configuration option with its default and documentation")
+    config = commands.add_parser(
+        "config", help="print every configuration option with its default and documentation, or check a file"
+    )
+    config.add_argument(
+        "--check",
+        type=Path,
+        metavar="FILE",
+        help="only check FILE: print what is wrong and exit 2, or say it is valid (the SD image checks a "
+        "gateway.toml from the boot partition this way before it installs it)",
+    )
 
     save = commands.add_parser(
         "backup", help="write a consistent snapshot of the databases to FILE (the gateway may be running)"
@@ -272,6 +281,10 @@ def main(argv: list[str] | None = None) -> int:
             return _backup(args)
         if args.command == "restore":
             return _restore(args)
+        if args.check is not None:
+            load(args.check)
+            print(f"gateway config: {args.check} is valid")
+            return 0
         print(documented_defaults(), end="")
         return 0
     except (ConfigError, AuthConfigError, StateError) as exc:

@@ -2,6 +2,7 @@
 
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -81,3 +82,16 @@ def test_data_dir_follows_systemd_state_directory(monkeypatch: pytest.MonkeyPatc
     config = Config()
     config.gateway.data_dir = str(tmp_path / "explicit")
     assert config.data_path() == tmp_path / "explicit"
+
+
+def test_config_check_says_a_file_is_valid_or_what_is_wrong(tmp_path: Path, capsys: Any) -> None:
+    from gateway.cli import main
+
+    good, bad = tmp_path / "good.toml", tmp_path / "bad.toml"
+    good.write_text("[http]\nport = 80\n")
+    bad.write_text('[http]\nport = "eighty"\n')
+    assert main(["config", "--check", str(good)]) == 0
+    assert "is valid" in capsys.readouterr().out
+    assert main(["config", "--check", str(bad)]) == 2
+    assert "[http] port: expected int" in capsys.readouterr().err
+    assert main(["config", "--check", str(tmp_path / "absent.toml")]) == 2
