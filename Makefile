@@ -5,11 +5,12 @@ BIN := $(VENV)/bin
 # Debian packages the test suite talks to: independent MQTT clients, and mosquitto as the benchmark's yardstick;
 # Node.js runs MicroPython's WebAssembly port for the firmware-samples tests; Chromium shows the web page to
 # tests/page (driven by Playwright, which uses this one instead of downloading its own). systemd brings
-# systemd-analyze, which checks systemd/gateway.service (tests/system/test_systemd.py).
-TEST_DEBS := mosquitto-clients mosquitto iproute2 nodejs chromium systemd
+# systemd-analyze, which checks systemd/gateway.service (tests/system/test_systemd.py); mtools, dosfstools and fdisk
+# assemble a small disk image the way the SD image build does (tests/image).
+TEST_DEBS := mosquitto-clients mosquitto iproute2 nodejs chromium systemd mtools dosfstools fdisk
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint typecheck unit bench debs clean
+.PHONY: run test lint typecheck unit bench debs clean image image-test
 
 $(BIN)/gateway: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,8 +47,8 @@ debs:
 	fi
 
 lint: $(VENV)/.test-deps
-	$(BIN)/ruff check gateway tests bench
-	$(BIN)/ruff format --check gateway tests bench
+	$(BIN)/ruff check gateway tests bench image-build
+	$(BIN)/ruff format --check gateway tests bench image-build
 
 typecheck: $(VENV)/.test-deps
 	$(BIN)/mypy
@@ -59,6 +60,24 @@ bench: debs $(VENV)/.test-deps
 	$(BIN)/python bench/broker.py
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/mqttsn.py
+
+# The SD image (docs/image.md): built as root on an x86_64 Debian machine, in about 15 minutes; `make image-test`
+# boots it under QEMU (several more minutes). Neither is part of `make test`.
+IMAGE_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE := image-build/out/gateway-$(IMAGE_VERSION)-arm64.img
+IMAGE_TEST_DEBS := qemu-system-arm openssh-client mtools fdisk
+
+image: $(BIN)/gateway
+	PYTHONPATH=image-build $(BIN)/python -m imagebuild.build
+
+image-test: $(VENV)/.test-deps
+	@[ -e $(IMAGE) ] || $(MAKE) image
+	@missing=""; for p in $(IMAGE_TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+	PYTHONPATH=image-build $(BIN)/python -m imagebuild.boot_test --image $(IMAGE)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(FIRMWARE_NODE)/node_modules
