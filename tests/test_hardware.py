@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 import unicodedata
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -157,19 +155,6 @@ def test_udev_rule_parses_and_gives_every_radio_the_stable_name() -> None:
     assert any(matches(rule).get(("KERNEL", None)) == "ttyAMA0" for rule in naming), "the Pi's PL011 UART"
     # Only tty devices get the name: the rule file bails out early for anything else.
     assert Assignment("SUBSYSTEM", None, "!=", "tty") in rules[1]
-
-
-def test_udevadm_verify_accepts_the_rule() -> None:
-    udevadm = shutil.which("udevadm")
-    if udevadm is None:
-        pytest.skip("no udevadm here")
-    probe = subprocess.run([udevadm, "verify", "--help"], capture_output=True, text=True, check=False)
-    if probe.returncode != 0:  # `udevadm verify` came with systemd 253; trixie has it, bookworm does not
-        pytest.skip("this udevadm has no verify command (systemd < 253); the line parser above checks the syntax")
-    result = subprocess.run(
-        [udevadm, "verify", "--resolve-names=never", str(RULES)], capture_output=True, text=True, check=False
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
 
 
 # -- the boot firmware's fragment --------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from imagebuild.layout import MiB
 HOST_NAME = "testgw"
 USER = "tester"
 TOKEN = "boot-test-token"
+PSK = "5ec0de" * 10 + "c0de"  # 64 hex digits, as Imager writes a Wi-Fi passphrase
 GROWTH = 1024 * MiB  # added to the image copy: the root partition must grow by it on first boot
 READY_TIMEOUT = 900.0  # seconds: a first boot under software emulation, cloud-init included
 USER_DATA = """#cloud-config
@@ -118,7 +119,7 @@ def prepare(image: Path, work: Path) -> tuple[Path, Path, Path, str, Path, int]:
     files = {
         "user-data": USER_DATA.format(host=HOST_NAME, user=USER, key=public),
         "meta-data": META_DATA.format(host=HOST_NAME),
-        "network-config": NETWORK_CONFIG.format(psk="0" * 64),
+        "network-config": NETWORK_CONFIG.format(psk=PSK),
         "gateway.toml": GATEWAY_TOML,
     }
     for name, text in files.items():
@@ -238,10 +239,15 @@ def check_system(ports: dict[str, int], key: Path, image_size: int) -> dict[str,
             "cat ~/.ssh/authorized_keys",
             "lsblk -bndo SIZE $(findmnt -nvo SOURCE /)",
             "systemctl is-active gateway",
-            "systemctl show gateway -p User -p MemoryMax --value",
+            "systemctl show gateway -p User --value",
+            # the Wi-Fi passphrase must be gone from the FAT partition after first boot
+            "sudo grep -c " + shlex.quote(PSK) + " /boot/firmware/network-config || true",
             "sudo cat /etc/gateway/gateway.toml | grep -c " + shlex.quote(TOKEN),
-            "sudo ls /boot/firmware",
+            "sudo ls /boot/firmware | paste -sd' ' -",
             "stat -c %a /etc/netplan/10-gateway-ethernet.yaml",
+            # trixie's udevadm has `verify` (systemd 253+), which the build machine's may lack
+            "udevadm verify --resolve-names=never /etc/udev/rules.d/90-gateway-radio.rules >/dev/null 2>&1 && echo ok"
+            " || echo rejected",
             "systemctl --failed --no-legend --plain | cut -d' ' -f1 | paste -sd, -",
         ]
     )
@@ -252,10 +258,12 @@ def check_system(ports: dict[str, int], key: Path, image_size: int) -> dict[str,
         "root_bytes": lines[2],
         "gateway": lines[3],
         "user": lines[4],
+        "psk_on_fat": lines[5],
         "token_lines": lines[6],
-        "boot_files": " ".join(lines[7:-2]),
-        "netplan_mode": lines[-2],
-        "failed_units": lines[-1],
+        "boot_files": lines[7],
+        "netplan_mode": lines[8],
+        "udev_rule": lines[9],
+        "failed_units": lines[10] if len(lines) > 10 else "",
     }
     public = (key.parent / "id_ed25519.pub").read_text().strip()
     problems = []
@@ -271,6 +279,12 @@ def check_system(ports: dict[str, int], key: Path, image_size: int) -> dict[str,
         problems.append("the gateway.toml from the boot partition was not installed as /etc/gateway/gateway.toml")
     if facts["netplan_mode"] != "600":
         problems.append(f"/etc/netplan/10-gateway-ethernet.yaml has mode {facts['netplan_mode']}, not 600")
+    if facts["udev_rule"] != "ok":
+        problems.append("udevadm verify rejects hardware/udev/90-gateway-radio.rules")
+    if facts["psk_on_fat"] != "0":
+        problems.append("the Wi-Fi passphrase is still in network-config on the FAT partition")
+    if facts["failed_units"]:
+        problems.append(f"failed units: {facts['failed_units']}")
     if problems:
         raise BootTestFailed("; ".join(problems))
     return facts
