@@ -60,6 +60,7 @@ bench: debs $(VENV)/.test-deps
 	$(BIN)/python bench/broker.py
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/mqttsn.py
+	$(BIN)/python bench/sdwear.py
 
 # The SD image (docs/image.md): built as root on an x86_64 Debian machine, in about 15 minutes; `make image-test`
 # boots it under QEMU (several more minutes). Neither is part of `make test`.

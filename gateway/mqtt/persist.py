@@ -26,6 +26,7 @@ from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch
 
 from gateway.mqtt.codec import MQTT_5, MalformedPacket, Publish, Reader, encode_publish
 from gateway.mqtt.session import Delivery, Message, SubOptions
+from gateway.rocks import board_options
 
 _SEQ = struct.Struct(">Q")
 # qos, retain, released, packet id, number of subscription identifiers
@@ -48,14 +49,8 @@ class StateError(Exception):
 
 
 def _options() -> Options:
-    opts = Options(raw_mode=True)
-    opts.create_if_missing(True)
     # Small and steady beats fast here: this database holds sessions and retained messages, not readings.
-    opts.set_write_buffer_size(1 << 20)
-    opts.set_max_write_buffer_number(2)
-    opts.set_max_open_files(32)
-    opts.set_max_background_jobs(1)
-    opts.set_keep_log_file_num(2)
+    opts = board_options(write_buffer_bytes=1 << 20, max_open_files=32)
     # RocksDB's default block cache is 32 MB, and index and filter blocks live outside it unless told: both are
     # bounded here, for a board with 512 MB.
     table = BlockBasedOptions()

@@ -18,6 +18,7 @@ from typing import Protocol
 
 from rocksdict import BlockBasedOptions, Cache, Options, Rdict
 
+from gateway.rocks import board_options
 from gateway.store import keys
 from gateway.store.rollups import Aggregate, RollupTracker, key_range, span
 from gateway.store.writer import DeleteRange, Op, Writer
@@ -84,15 +85,7 @@ class StoreOptions:
 
 
 def _rocksdb_options(options: StoreOptions) -> Options:
-    # RocksDB's defaults are sized for servers (64 MiB memtables, unbounded table cache); a Pi Zero 2 W has 512 MB
-    # for everything, so each memory consumer is set explicitly.
-    opts = Options(raw_mode=True)
-    opts.create_if_missing(True)
-    opts.set_write_buffer_size(options.write_buffer_bytes)
-    opts.set_max_write_buffer_number(2)
-    opts.set_max_open_files(options.max_open_files)
-    opts.set_max_background_jobs(1)
-    opts.set_keep_log_file_num(2)
+    opts = board_options(write_buffer_bytes=options.write_buffer_bytes, max_open_files=options.max_open_files)
     table = BlockBasedOptions()
     table.set_block_cache(Cache(options.block_cache_bytes))  # an LRU cache
     table.set_bloom_filter(10, False)
