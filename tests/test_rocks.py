@@ -20,4 +20,3 @@ def test_every_database_of_a_gateway_keeps_its_rocksdb_log_small(gateway: Gatewa
         assert options["max_log_file_size"] == str(1 << 20), database
         assert options["keep_log_file_num"] == "2", database
         assert options["max_background_jobs"] == "1", database
-
