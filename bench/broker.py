@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import http.client
 import json
 import os
 import platform
@@ -289,6 +290,16 @@ class Broker:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
+
+
+def get_json(http_port: int, path: str) -> Any:
+    """GET a gateway's JSON API on HOST."""
+    conn = http.client.HTTPConnection(HOST, http_port, timeout=30)
+    try:
+        conn.request("GET", path)
+        return json.loads(conn.getresponse().read())
+    finally:
+        conn.close()
 
 
 def spawn(name: str, cmd: Sequence[str], workdir: Path, brokers: list[Broker]) -> Broker:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import http.client
 import json
 import re
 import struct
@@ -31,10 +30,19 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlencode
 
-from broker import HOST, BenchError, Broker, machine_line, proc_cpu_seconds, proc_rss_kib, run_bench, start_gateway
+from broker import (
+    HOST,
+    BenchError,
+    Broker,
+    get_json,
+    machine_line,
+    proc_cpu_seconds,
+    proc_rss_kib,
+    run_bench,
+    start_gateway,
+)
 
 CLIENTS = 100
 SERIES_PER_CLIENT = 10
@@ -132,24 +140,15 @@ def reading(client: int, k: int) -> bytes:
     return json.dumps([f"c{client:03d}s{k % SERIES_PER_CLIENT}", T0 + k * 1_000_000, k % 100]).encode()
 
 
-def _get_json(http_port: int, path: str) -> Any:
-    conn = http.client.HTTPConnection(HOST, http_port, timeout=30)
-    try:
-        conn.request("GET", path)
-        return json.loads(conn.getresponse().read())
-    finally:
-        conn.close()
-
-
 def stored_count(http_port: int, table: str) -> int:
-    body = _get_json(http_port, "/db/query?" + urlencode({"q": f"select count(*) from {table}"}))
+    body = get_json(http_port, "/db/query?" + urlencode({"q": f"select count(*) from {table}"}))
     return int(body["data"]["rows"][0][0]) if body.get("success") else 0
 
 
 def status_figure(http_port: int, name: str) -> int:
     """A counter of /api/status: cheap to read while the load runs (a count(*) scans the table, and polling it
     would cost the gateway as much CPU as the load it measures)."""
-    return int(_get_json(http_port, "/api/status")["status"][name])
+    return int(get_json(http_port, "/api/status")["status"][name])
 
 
 @dataclass

@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import http.client
 import json
 import os
 import random
@@ -58,7 +57,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from broker import HOST, START_TIMEOUT_S, BenchError, Broker, machine_line, run_bench, spawn
+from broker import HOST, START_TIMEOUT_S, BenchError, Broker, get_json, machine_line, run_bench, spawn
 from paho.mqtt.enums import CallbackAPIVersion
 
 SITE_SENSORS = 20
@@ -84,15 +83,6 @@ SYNC_CALLS = ("fsync", "fdatasync", "sync_file_range")
 def proc_io(pid: int) -> dict[str, int]:
     fields = (line.split(":", 1) for line in Path(f"/proc/{pid}/io").read_text().splitlines())
     return {key.strip(): int(value) for key, value in fields}
-
-
-def get_json(http_port: int, path: str) -> Any:
-    conn = http.client.HTTPConnection(HOST, http_port, timeout=30)
-    try:
-        conn.request("GET", path)
-        return json.loads(conn.getresponse().read())
-    finally:
-        conn.close()
 
 
 def rocksdb_log_events(data_dir: Path) -> tuple[int, int, int]:
