@@ -154,7 +154,7 @@ def qemu_command(
         "-append", cmdline,
         "-drive", f"file={disk},format=raw,if=virtio",
         "-netdev", f"user,id=net0,{forwards}",
-        "-device", "virtio-net-pci,netdev=net0",
+        "-device", "virtio-net-pci,netdev=net0,romfile=",  # no PXE boot ROM: the kernel is given
         "-serial", f"file:{console}",
         "-monitor", "none",
     ]  # fmt: skip
@@ -235,6 +235,8 @@ def ssh_answers(port: int, key: Path) -> bool:
 def check_system(ports: dict[str, int], key: Path, image_size: int) -> dict[str, str]:
     script = "; ".join(
         [
+            # first, wait for the boot to finish: SSH comes up before cloud-init's last stage and the unit after it
+            "systemctl is-system-running --wait >/dev/null",
             "hostname",
             "cat ~/.ssh/authorized_keys",
             "lsblk -bndo SIZE $(findmnt -nvo SOURCE /)",
