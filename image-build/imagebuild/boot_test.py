@@ -210,14 +210,14 @@ def publish_and_read_back(ports: dict[str, int]) -> int:
     return len(rows)
 
 
-def ssh(port: int, key: Path, command: str) -> str:
+def ssh(port: int, key: Path, command: str, timeout: float = 120) -> str:
     options = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"]
     result = subprocess.run(
         ["ssh", "-i", str(key), "-p", str(port), *options, "-o", "ConnectTimeout=20", f"{USER}@127.0.0.1", command],
         check=False,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
     )
     if result.returncode:
         raise BootTestFailed(f"ssh {command!r} failed ({result.returncode}): {result.stderr.strip()}")
@@ -253,7 +253,7 @@ def check_system(ports: dict[str, int], key: Path, image_size: int) -> dict[str,
             "systemctl --failed --no-legend --plain | cut -d' ' -f1 | paste -sd, -",
         ]
     )
-    lines = ssh(ports["ssh"], key, script).splitlines()
+    lines = ssh(ports["ssh"], key, script, timeout=600).splitlines()
     facts = {
         "hostname": lines[0],
         "key": lines[1],
