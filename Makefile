@@ -30,10 +30,15 @@ $(VENV)/.firmware-deps: tests/firmware/fetch_umqtt.py $(VENV)/.test-deps
 	$(BIN)/python tests/firmware/fetch_umqtt.py
 	touch $@
 
-$(FIRMWARE_NODE)/node_modules/.package-lock.json: $(FIRMWARE_NODE)/package-lock.json
+# MQTT.js, the browsers' MQTT client, for the MQTT-over-WebSocket tests (tests/system/test_websocket.py), as
+# tests/websocket/node/package-lock.json pins it.
+WEBSOCKET_NODE := tests/websocket/node
+
+# Each Node.js project of the tests, installed as its lock file pins it.
+%/node_modules/.package-lock.json: %/package-lock.json
 	@command -v npm >/dev/null || { echo "installing Debian packages: npm"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq npm; }
-	cd $(FIRMWARE_NODE) && npm ci --no-audit --no-fund --loglevel=error
+	cd $* && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 run: $(BIN)/gateway
@@ -53,7 +58,8 @@ lint: $(VENV)/.test-deps
 typecheck: $(VENV)/.test-deps
 	$(BIN)/mypy
 
-test: debs $(VENV)/.test-deps $(VENV)/.firmware-deps $(FIRMWARE_NODE)/node_modules/.package-lock.json lint typecheck
+test: debs $(VENV)/.test-deps $(VENV)/.firmware-deps $(FIRMWARE_NODE)/node_modules/.package-lock.json \
+		$(WEBSOCKET_NODE)/node_modules/.package-lock.json lint typecheck
 	$(BIN)/pytest -n 2 -q
 
 bench: debs $(VENV)/.test-deps
@@ -81,4 +87,4 @@ image-test: $(VENV)/.test-deps
 	PYTHONPATH=image-build $(BIN)/python -m imagebuild.boot_test --image $(IMAGE)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(FIRMWARE_NODE)/node_modules
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(FIRMWARE_NODE)/node_modules $(WEBSOCKET_NODE)/node_modules

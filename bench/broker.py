@@ -58,7 +58,10 @@ KEEPALIVE_S = 300  # longer than any run: no PINGREQ needed, and not the edge ca
 SUBSCRIBER_IDLE_S = 5.0  # the subscriber gives up this long after its last message
 START_TIMEOUT_S = 20.0
 SETTLE_S = 1.0
-GATEWAY_ARGS = ("-m", "gateway", "serve", "--bind", HOST, "--mqtt-port", "0", "--http-port", "0", "--mqttsn-port", "0")
+GATEWAY_ARGS = (
+    *("-m", "gateway", "serve", "--bind", HOST),
+    *("--mqtt-port", "0", "--http-port", "0", "--mqttsn-port", "0", "--ws-port", "0"),
+)
 LISTENING_RE = re.compile(r"listening\b.*?\bmqtt=(?P<host>\[[^\]]*\]|[^\s:]+):(?P<port>\d+)")
 
 TARGET_QOS0_MSGS = 40_000

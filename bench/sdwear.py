@@ -200,7 +200,7 @@ async def start(workdir: Path, logdir: Path, name: str, config: str, brokers: li
     gateway_bin = Path(sys.executable).parent / "gateway"
     command = [str(gateway_bin)] if gateway_bin.exists() else [sys.executable, "-m", "gateway"]
     command += ["serve", "--config", str(config_path), "--data-dir", str(data_dir), "--bind", HOST]
-    command += ["--mqtt-port", "0", "--http-port", "0", "--mqttsn-port", "0"]
+    command += ["--mqtt-port", "0", "--http-port", "0", "--mqttsn-port", "0", "--ws-port", "0"]
     broker = spawn(name, command, logdir, brokers)  # the log (stdout, stderr) on a tmpfs: not counted
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:

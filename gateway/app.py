@@ -68,9 +68,11 @@ def build_authorizer(config: Config) -> Authorizer:
 def build_listeners(config: Config) -> list[Listener]:
     mqtt = config.mqtt
     bind = config.gateway.bind
-    listeners = [Listener("mqtt", bind, mqtt.port)]
+    listeners = [Listener("mqtt", bind, mqtt.port, option="--mqtt-port or the config file")]
     if mqtt.tls:
         listeners.append(Listener("mqtts", bind, mqtt.tls_port, tls_context(config)))
+    if mqtt.ws_enabled:
+        listeners.append(Listener("mqtt-ws", bind, mqtt.ws_port, websocket_path=mqtt.ws_path, option="--ws-port"))
     return listeners
 
 
@@ -219,6 +221,8 @@ class Gateway:
             asyncio.get_running_loop(),
             http.token,
             http.token_for_reads,
+            cors_read_origins=tuple(http.cors_read_origins),
+            cors_write_origins=tuple(http.cors_write_origins),
             status=self.status,
             watch=watch,
             backup=self.backup,

@@ -42,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--bind", help="address the listeners bind to (overrides [gateway] bind)")
     serve.add_argument("--mqtt-port", type=_port, help="MQTT TCP port, 0 for any free one (overrides [mqtt] port)")
     serve.add_argument("--http-port", type=_port, help="HTTP API port, 0 for any free one (overrides [http] port)")
+    serve.add_argument(
+        "--ws-port", type=_port, help="MQTT-over-WebSocket port, 0 for any free one (overrides [mqtt] ws_port)"
+    )
     # The command line of the whole appliance is fixed now so that scripts written against it keep working; this
     # listener comes with the MQTT-SN gateway.
     serve.add_argument("--mqttsn-port", type=_port, help="MQTT-SN UDP port (0: a free one)")
@@ -114,6 +117,8 @@ def _serve_config(args: argparse.Namespace) -> Config:
         config.mqtt.port = args.mqtt_port
     if args.http_port is not None:
         config.http.port = args.http_port
+    if args.ws_port is not None:
+        config.mqtt.ws_port = args.ws_port
     if args.mqttsn_port is not None:
         config.mqttsn.port = args.mqttsn_port
     return config

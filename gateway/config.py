@@ -31,6 +31,8 @@ def _opt(
     metadata = {"doc": doc, "min": minimum, "max": maximum, "choices": choices}
     if isinstance(default, dict):  # a table in TOML; each Config gets its own copy
         return field(default_factory=lambda: dict(default), metadata=metadata)
+    if isinstance(default, list):  # an array in TOML; each Config gets its own copy
+        return field(default_factory=lambda: list(default), metadata=metadata)
     return field(default=default, metadata=metadata)
 
 
@@ -56,6 +58,15 @@ class MqttOptions:
     keyfile: str = _opt("", "PEM private key of the TLS listener.")
     cafile: str = _opt("", "PEM CA certificates that client certificates are checked against (optional).")
     require_certificate: bool = _opt(False, "Refuse TLS clients that present no valid certificate (needs cafile).")
+    ws_enabled: bool = _opt(
+        True,
+        "Also listen for MQTT over WebSocket (browser dashboards, MQTT.js), with the same users, ACL and limits "
+        "as TCP clients.",
+    )
+    ws_port: int = _opt(
+        8083, "TCP port of the MQTT-over-WebSocket listener; 0 picks a free port.", minimum=0, maximum=65535
+    )
+    ws_path: str = _opt("/mqtt", "HTTP path of MQTT over WebSocket: clients connect to ws://<host>:<ws_port><ws_path>.")
     allow_anonymous: bool = _opt(True, "Accept clients that give no user name. Turn off once users are set up.")
     password_file: str = _opt("", "Password file written by `gateway passwd`; empty: no user accounts.")
     acl_file: str = _opt("", "Topic access rules in mosquitto's acl_file format; empty: everyone may do anything.")
@@ -162,6 +173,18 @@ class HttpOptions:
         "changes are refused, backups are served to the board itself only.",
     )
     token_for_reads: bool = _opt(False, "Require the token for every request, reads included.")
+    cors_read_origins: list[str] = _opt(  # noqa: RUF009 - a field with a default_factory
+        ["*"],
+        'Origins of web pages elsewhere (another port, another host; "null": a page opened from a file) that '
+        "may read through the API in a browser (CORS): /db/query, /db/watch, GET /api/...; "
+        '"*": any page. Like "http://192.168.1.20:8000", without a path; [] allows none.',
+    )
+    cors_write_origins: list[str] = _opt(  # noqa: RUF009 - a field with a default_factory
+        [],
+        "Origins of web pages elsewhere that may also write (/db/write, /metrics/write, CREATE and DROP through "
+        "/db/query, POST/PUT/DELETE /api/...), with the token as always; the gateway's own page always may. "
+        "Cross-origin writes from other pages are refused (403).",
+    )
 
 
 @dataclass(slots=True)
@@ -279,6 +302,8 @@ class Config:
 
 # One DNS label (RFC 1123), as <name>.local needs.
 _HOST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?", re.ASCII)
+# A web origin as browsers send it in Origin headers (scheme://host[:port]), "null" (a file) or "*" (any).
+_ORIGIN = re.compile(r"\*|null|https?://(\[[0-9A-Fa-f:.]+\]|[^\s/?#:\[\]@]+)(:\d{1,5})?", re.ASCII | re.IGNORECASE)
 _SECTIONS = {f.name: f for f in fields(Config) if f.name != "source"}
 
 
@@ -290,8 +315,11 @@ def _check_value(where: str, spec: Any, value: Any) -> Any:
         "float": float,
         "dict[str, str]": dict,
         "dict[str, dict[str, str]]": dict,
+        "list[str]": list,
     }
     expected = spec.type if isinstance(spec.type, type) else types[spec.type]
+    if spec.type == "list[str]" and isinstance(value, list) and not all(isinstance(item, str) for item in value):
+        raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
@@ -332,6 +360,18 @@ def _check_consistency(config: Config) -> None:
         raise ConfigError(f"{config.source}: [mqtt] tls = true needs certfile and keyfile")
     if mqtt.require_certificate and not mqtt.cafile:
         raise ConfigError(f"{config.source}: [mqtt] require_certificate = true needs cafile")
+    path = mqtt.ws_path
+    if not path.startswith("/") or any(c.isspace() or c in "?#" for c in path):
+        raise ConfigError(
+            f'{config.source}: [mqtt] ws_path {path!r}: give an HTTP path without query or spaces, like "/mqtt"'
+        )
+    for key in ("cors_read_origins", "cors_write_origins"):
+        for origin in getattr(config.http, key):
+            if not _ORIGIN.fullmatch(origin.rstrip("/")):
+                raise ConfigError(
+                    f'{config.source}: [http] {key} {origin!r}: give an origin like "http://192.168.1.20:8000" '
+                    '(scheme, host, port; no path), "null" or "*"'
+                )
     _check_predefined(f"{config.source}: [mqttsn] predefined_topics", config.mqttsn.predefined_topics)
     for client_id, topics in config.mqttsn.client_topics.items():
         where = f"{config.source}: [mqttsn] client_topics {client_id!r}"
@@ -378,6 +418,8 @@ def _toml_value(value: Any) -> str:
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, dict):
         return "{ " + ", ".join(f"{key} = {_toml_value(item)}" for key, item in value.items()) + " }" if value else "{}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
     return repr(value)
 
 

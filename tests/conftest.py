@@ -58,7 +58,7 @@ class Gateway:
         self._starts += 1
         self.log_path = self.data_dir.parent / f"gateway-{self.data_dir.name}-{self._starts}.log"
         args = [sys.executable, "-m", "gateway", "serve", "--bind", self.bind, "--data-dir", str(self.data_dir)]
-        args += ["--mqtt-port", str(mqtt_port), "--http-port", "0", "--mqttsn-port", str(mqttsn_port)]
+        args += ["--mqtt-port", str(mqtt_port), "--http-port", "0", "--mqttsn-port", str(mqttsn_port), "--ws-port", "0"]
         if self.config is not None:
             args += ["--config", str(self.config)]
         args += list(self.extra_args)

@@ -20,7 +20,7 @@ import bottle
 import orjson
 
 from gateway import __version__
-from gateway.http import backup, devices, metrics, openapi, page, rest, sql, watch
+from gateway.http import backup, cors, devices, metrics, openapi, page, rest, sql, tql, watch
 from gateway.http.base import (
     ApiContext,
     ApiError,
@@ -33,7 +33,8 @@ from gateway.http.base import (
     query_params,
     require_token,
 )
-from gateway.ingest.payloads import ParseOptions, PayloadError, parse
+from gateway.ingest.payloads import ParseOptions, PayloadError, parse, parse_line_protocol
+from gateway.ingest.topics import TopicError, parse_topic
 from gateway.store.database import StoreError, TimeSeriesStore
 from gateway.store.query import Query, execute, stream
 
@@ -42,12 +43,15 @@ __all__ = ["ApiContext", "answer_query", "make_app"]
 # Content types of /db/write bodies, as neo accepts them.
 _FORMATS = {"application/json": "json", "text/csv": "csv", "application/x-ndjson": "ndjson"}
 MAX_BODY = 16 << 20
+# InfluxDB's /write `precision`, with its one-letter spellings, as the units of the line protocol parser.
+_PRECISIONS = {"ns": "ns", "n": "ns", "us": "us", "u": "us", "\u00b5": "us", "ms": "ms", "s": "s"}
 
 
 def make_app(ctx: ApiContext) -> bottle.Bottle:
     app = bottle.Bottle()
     app.config["json.enable"] = False  # routes answer through json_response, never with a bare dict
     handle = handler(ctx)
+    cors_policy = cors.register(app, ctx)
 
     @app.get("/healthz")
     @handle
@@ -70,6 +74,9 @@ def make_app(ctx: ApiContext) -> bottle.Bottle:
             statement = sql.parse(text, now_ns=time.time_ns())
         except sql.SqlError as exc:
             raise ApiError(400, str(exc)) from None
+        if isinstance(statement, sql.CreateTable | sql.DropTable):
+            # A read endpoint that also writes: pages elsewhere may query, but change tables only when allowed.
+            cors.require_write_origin(cors_policy)
         if isinstance(statement, sql.CreateTable):
             on_loop(ctx, ctx.store.create_table(statement.table, exist_ok=statement.if_not_exists))
             return _done(started, "success")
@@ -118,12 +125,60 @@ def make_app(ctx: ApiContext) -> bottle.Bottle:
         count = on_loop(ctx, ctx.store.append(table, readings, durable=True))
         return _done(started, f"success, {count} record(s) inserted")
 
+    @app.post("/metrics/write")
+    @handle
+    def metrics_write(started: float) -> Body:
+        """InfluxDB line protocol, as machbase-neo's /metrics/write and InfluxDB 1.x's /write (Telegraf's
+        outputs.influxdb with urls = ["http://<gateway>/metrics"] posts to /metrics/write?db=<database>)."""
+        require_token(ctx, "writing")
+        request = bottle.request
+        params = query_params()
+        db = params.get("db", "")
+        if not db:
+            raise ApiError(400, "parameter 'db' is missing: give the table as /metrics/write?db=<TABLE>")
+        precision = _PRECISIONS.get(params.get("precision") or "ns")
+        if precision is None:
+            raise ApiError(400, f"parameter 'precision': {params.get('precision')!r} is not one of ns, us, ms, s")
+        # The table is named as by the MQTT topic db/metrics/<TABLE>, which ':', '?' and '/' would reshape.
+        try:
+            if any(c in db for c in ":?/"):
+                raise TopicError(f"table name {db!r} is not valid: use letters, digits and underscores")
+            topic = parse_topic(f"db/metrics/{db}")
+        except TopicError as exc:
+            raise ApiError(400, f"parameter 'db': {exc.reason}") from None
+        if topic is None:  # never for db/metrics/...: for the type checker
+            raise ApiError(400, f"parameter 'db': {db!r} is not a table name")
+        if request.content_length > MAX_BODY:
+            raise ApiError(413, f"a body of at most {MAX_BODY} bytes is accepted")
+        body = request.body.read(MAX_BODY + 1)
+        compress = "gzip" if request.get_header("Content-Encoding", "").lower() == "gzip" else None
+        options = ParseOptions(time_format=precision, now_ns=time.time_ns())
+        peer = request.remote_addr or "?"
+        who, topic_name = f"http {peer}", f"db/metrics/{topic.table}"
+        activity = ctx.activity
+        if activity is not None:
+            call_on_loop(ctx, activity.message, who, "http", peer, topic_name)
+        try:
+            readings = parse_line_protocol(body, compress, options)
+        except PayloadError as exc:
+            if activity is not None:
+                call_on_loop(ctx, activity.rejected, who, "http", peer, topic_name, exc.reason)
+            reason = f"nothing written: {exc.reason}"
+            # "error" is where InfluxDB puts it, and where Telegraf reads it from for its log.
+            answer = {"success": False, "reason": reason, "error": f"unable to parse: {exc.reason}", "line": exc.row}
+            return json_response(400, answer)
+        if readings:
+            on_loop(ctx, ctx.store.append(topic.table, readings, durable=True))
+        bottle.response.status = 204  # as InfluxDB answers a write
+        return b""
+
     # The other route groups, each in its own module; openapi.py describes them all, so it comes last.
     rest.register(app, ctx)
     devices.register(app, ctx)
     watch.register(app, ctx)
     metrics.register(app, ctx)
     backup.register(app, ctx)
+    tql.register(app, ctx)  # /db/tql and the files of its charts (docs/tql.md)
     openapi.register(app, ctx)
     page.register(app)  # the web page (/ and its assets): no API route, so not in the OpenAPI document
 

@@ -71,6 +71,9 @@ class ApiContext:
     loop: asyncio.AbstractEventLoop
     token: str = ""  # empty: writes and drops are refused (the API is read-only)
     token_for_reads: bool = False
+    # Origins of web pages elsewhere that may read, and write (with the token), through browsers: gateway/http/cors.py.
+    cors_read_origins: tuple[str, ...] = ("*",)
+    cors_write_origins: tuple[str, ...] = ()
     # The numbers of the other parts, for /metrics and /api/status; app.py provides it. None: those answer 503.
     status: Callable[[], Status] | None = None
     # Fans stored readings out to /db/watch streams; app.py registers it as a store listener. None: 503.

@@ -199,7 +199,8 @@ def _paths() -> dict[str, Json]:
                 "operationId": f"dbQuery{verb.title()}",
                 "summary": "SQL, as machbase-neo's /db/query",
                 "description": "SELECT on one tag table, CREATE TAG TABLE, DROP TABLE (needs the token). The SQL "
-                "subset is described in docs/storage.md.",
+                "subset is described in docs/storage.md. Pages on other origins may query ([http] "
+                "cors_read_origins), but CREATE and DROP only from [http] cors_write_origins (403 otherwise).",
                 "security": _READ,
                 "parameters": [
                     _query("q", "The SQL statement.", {"type": "string"}, required=verb == "get"),
@@ -264,6 +265,105 @@ def _paths() -> dict[str, Json]:
                     },
                 },
                 "responses": {"200": _json(_ref("Done"), "Stored."), **_errors(400, 403, 413, 415, 503)},
+            }
+        },
+        "/metrics/write": {
+            "post": {
+                "operationId": "metricsWrite",
+                "summary": "Write InfluxDB line protocol, as machbase-neo's /metrics/write (Telegraf)",
+                "description": "Each numeric field of each line is a reading of the series <measurement>.<field>, "
+                "followed by the tags as ,tag=value sorted by tag key (the naming of the MQTT topic "
+                "db/metrics/<TABLE>); string fields are skipped. All or nothing: one bad line and nothing is "
+                "stored, and the 400 names the line. Telegraf: outputs.influxdb with urls = "
+                '["http://<gateway>/metrics"], or outputs.http to this URL with data_format = "influx".',
+                "security": _WRITE,
+                "parameters": [
+                    _query("db", "The table (case-insensitive; stored upper-case).", {"type": "string"}, required=True),
+                    _query(
+                        "precision",
+                        "Unit of the timestamps (n and u are InfluxDB's spellings of ns and us).",
+                        {"enum": ["ns", "us", "ms", "s", "n", "u"], "default": "ns"},
+                    ),
+                ],
+                "requestBody": {
+                    "required": True,
+                    "description": "Line protocol, one point a line; Content-Encoding: gzip is accepted.",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                },
+                "responses": {"204": {"description": "Stored."}, **_errors(400, 403, 413, 503)},
+            }
+        },
+        "/db/tql": {
+            "post": {
+                "operationId": "dbTql",
+                "summary": "TQL, as machbase-neo's /db/tql: charts and exports",
+                "description": "The body is a TQL script: a source (SQL_SELECT, SQL), map functions (MAPVALUE, "
+                "PUSHVALUE, POPVALUE, FILTER) and a sink (CSV, JSON, CHART); docs/tql.md describes the subset. "
+                "CHART answers neo's chart JSON, whose absolute script URLs are built from the Host header, or an "
+                "HTML page when the request asks for text/html (Accept, or X-Tql-Output: html). A syntax or run-time "
+                "error is a 400 whose reason starts with the line and column, also given as line and column.",
+                "security": _READ,
+                "requestBody": {
+                    "required": True,
+                    "description": "The TQL script (any Content-Type; UTF-8; at most 64 KiB).",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                },
+                "responses": {
+                    "200": {
+                        "description": "JSON(): the rows as /db/query gives them; CSV(): CSV (a header line with "
+                        "header(true)); CHART(): {chartID, jsAssets, jsCodeAssets, style: {width, height}, theme}.",
+                        "content": {
+                            "application/json": {"schema": {"oneOf": [_ref("NeoQuery"), {"type": "object"}]}},
+                            **_CSV,
+                            "text/html": {"schema": {"type": "string"}},
+                        },
+                    },
+                    **_errors(400, 413),
+                },
+            }
+        },
+        "/web/api/tql-assets/{name}": {
+            "get": {
+                "operationId": "tqlChartScript",
+                "summary": "The script of a chart made by /db/tql (its jsCodeAssets), kept for 10 minutes",
+                "description": "Needs no token: a <script src> cannot send one, and the name is random. It loads "
+                "ECharts when the page has not, then draws into the element of the chart's id.",
+                "security": [{}],
+                "parameters": [
+                    {
+                        "name": "name",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                        "description": "<id>.js",
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "JavaScript.",
+                        "content": {"text/javascript": {"schema": {"type": "string"}}},
+                    },
+                    "404": _json(_ref("Error"), "No such chart, or it is older than 10 minutes."),
+                },
+            }
+        },
+        "/web/echarts/{name}": {
+            "get": {
+                "operationId": "echarts",
+                "summary": "Apache ECharts, vendored: echarts.min.js, LICENSE, NOTICE",
+                "security": [{}],
+                "parameters": [
+                    {
+                        "name": "name",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"enum": ["echarts.min.js", "LICENSE", "NOTICE"]},
+                    }
+                ],
+                "responses": {
+                    "200": {"description": "The file.", "content": {"text/javascript": {"schema": {"type": "string"}}}},
+                    "404": _json(_ref("Error"), "No such file."),
+                },
             }
         },
         "/db/watch/{table}": {
@@ -582,7 +682,9 @@ def document() -> Json:
             "description": "The HTTP API of the gateway (an MQTT broker that stores readings). Every error is a "
             '4xx/5xx with {"success": false, "reason": "..."}. Writes, table drops and backups need the token of '
             "[http] token (Authorization: Bearer <token>, or ?token=); with [http] token_for_reads every request "
-            "does. Times are nanoseconds since 1970 unless said otherwise. See docs/http.md.",
+            "does. Times are nanoseconds since 1970 unless said otherwise. Web pages on other origins may read "
+            "(CORS; [http] cors_read_origins, default any) and write only from [http] cors_write_origins. See "
+            "docs/http.md.",
         },
         "paths": _paths(),
         "components": {

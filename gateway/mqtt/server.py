@@ -1,24 +1,28 @@
-"""The MQTT listeners: plain TCP and TLS, each feeding `MqttConnection` protocols."""
+"""The MQTT listeners: plain TCP, TLS and WebSocket, each feeding `MqttConnection` protocols."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.mqtt.broker import Broker
 from gateway.mqtt.connection import ConnectionLimits, Listening, MqttConnection
+from gateway.mqtt.websocket import WebSocketConnection
 
 log = logging.getLogger("gateway.mqtt")
 
 
 @dataclass(slots=True)
 class Listener:
-    name: str  # "mqtt" or "mqtts", as shown in the start-up line
+    name: str  # "mqtt", "mqtts" or "mqtt-ws", as shown in the start-up line
     host: str
     port: int
     ssl_context: ssl.SSLContext | None = None
+    websocket_path: str | None = None  # MQTT over WebSocket at this HTTP path; None: MQTT straight on TCP
+    option: str = "the config file"  # where its port is chosen, for the message when it cannot be bound
 
 
 class MqttServer:
@@ -35,7 +39,7 @@ class MqttServer:
         for listener in self.listeners:
             try:
                 server = await loop.create_server(
-                    lambda: MqttConnection(self._shared),
+                    self._protocol(listener),
                     listener.host,
                     listener.port,
                     ssl=listener.ssl_context,
@@ -47,12 +51,18 @@ class MqttServer:
                 raise OSError(
                     exc.errno,
                     f"cannot listen for {listener.name} on {listener.host}:{listener.port}: {exc.strerror}. "
-                    "Is another broker running there? Choose another port with --mqtt-port or the config file.",
+                    f"Is another broker running there? Choose another port with {listener.option}.",
                 ) from exc
             self._servers.append(server)
             host, port = server.sockets[0].getsockname()[:2]
             bound.append((listener.name, host, port))
         return bound
+
+    def _protocol(self, listener: Listener) -> Callable[[], asyncio.Protocol]:
+        shared, path = self._shared, listener.websocket_path
+        if path is None:
+            return lambda: MqttConnection(shared)
+        return lambda: WebSocketConnection(shared, path)
 
     async def stop(self) -> None:
         for server in self._servers:

@@ -43,7 +43,7 @@ def test_bad_config_key_is_refused_with_file_key_and_reason(tmp_path) -> None:
 def test_the_mqttsn_port_option_sets_the_udp_listener(gateway_factory) -> None:
     """`--mqttsn-port 0` picks a free UDP port, logged with the other listeners; `[mqttsn] enabled = false` has none."""
     gateway = gateway_factory(extra_args=("--mqttsn-port", "0"))
-    assert set(gateway.endpoints) == {"mqtt", "mqtt-sn", "http"} and gateway.mqttsn_port > 0
+    assert set(gateway.endpoints) == {"mqtt", "mqtt-sn", "mqtt-ws", "http"} and gateway.mqttsn_port > 0
     gateway.stop()
     off = gateway_factory("[mqttsn]\nenabled = false\n", name="off")
-    assert set(off.endpoints) == {"mqtt", "http"}
+    assert set(off.endpoints) == {"mqtt", "mqtt-ws", "http"}

@@ -201,7 +201,7 @@ function showConnect(list, listeners, mdnsName) {
   const wildcard = (host) => host === "0.0.0.0" || host === "::" || host === "";
   const host = (l) => (wildcard(l.host) ? (mdnsName ? `${mdnsName}.local` : location.hostname) : l.host);
   const where = (l) => (l.host.includes(":") && !wildcard(l.host) ? `[${host(l)}]:${l.port}` : `${host(l)}:${l.port}`);
-  const about = { mqtt: "TCP", mqtts: "TLS", "mqtt-sn": "UDP", http: "this page and the API" };
+  const about = { mqtt: "TCP", mqtts: "TLS", "mqtt-ws": "WebSocket", "mqtt-sn": "UDP", http: "this page and the API" };
   const items = [];
   for (const l of listeners) {
     items.push(

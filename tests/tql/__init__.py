@@ -1,0 +1,1 @@
+"""TQL: the parser and the evaluator (gateway/tql), pure, without a gateway."""
