@@ -13,7 +13,7 @@ the API for its users.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import islice
 
 import bottle
@@ -33,7 +33,7 @@ from gateway.http.base import (
     query_params,
     require_token,
 )
-from gateway.ingest.payloads import ParseOptions, PayloadError, parse, parse_line_protocol
+from gateway.ingest.payloads import ParseOptions, PayloadError, Row, parse, parse_line_protocol
 from gateway.ingest.topics import TopicError, parse_topic
 from gateway.store.database import StoreError, TimeSeriesStore
 from gateway.store.query import Query, execute, stream
@@ -94,6 +94,21 @@ def make_app(ctx: ApiContext) -> bottle.Bottle:
         bottle.response.content_type = "application/json"
         return _json_chunks(columns, types, rows, started)
 
+    def recorded(topic: str, parse_body: Callable[[], list[Row]]) -> list[Row]:
+        """The readings of a write's body, the write counted on the Devices view and a refused body on the Errors
+        view: an HTTP writer has no client id, so its address stands for it."""
+        peer = bottle.request.remote_addr or "?"
+        who = f"http {peer}"
+        activity = ctx.activity
+        if activity is not None:
+            call_on_loop(ctx, activity.message, who, "http", peer, topic)
+        try:
+            return parse_body()
+        except PayloadError as exc:
+            if activity is not None:
+                call_on_loop(ctx, activity.rejected, who, "http", peer, topic, exc.reason)
+            raise
+
     @app.post("/db/write/<table>")
     @handle
     def db_write(table: str, started: float) -> Body:
@@ -110,17 +125,9 @@ def make_app(ctx: ApiContext) -> bottle.Bottle:
         options = ParseOptions(
             time_format=request.query.get("timeformat", "ns"), tz=request.query.get("tz"), now_ns=time.time_ns()
         )
-        # An HTTP writer has no client id: its address stands for it on the Devices and Errors views.
-        peer = request.remote_addr or "?"
-        who, topic = f"http {peer}", f"db/write/{table}"
-        activity = ctx.activity
-        if activity is not None:
-            call_on_loop(ctx, activity.message, who, "http", peer, topic)
         try:
-            readings = parse(body, fmt, compress, options)
+            readings = recorded(f"db/write/{table}", lambda: parse(body, fmt, compress, options))
         except PayloadError as exc:
-            if activity is not None:
-                call_on_loop(ctx, activity.rejected, who, "http", peer, topic, exc.reason)
             raise ApiError(400, f"nothing written: {exc.reason}") from None
         count = on_loop(ctx, ctx.store.append(table, readings, durable=True))
         return _done(started, f"success, {count} record(s) inserted")
@@ -153,16 +160,9 @@ def make_app(ctx: ApiContext) -> bottle.Bottle:
         body = request.body.read(MAX_BODY + 1)
         compress = "gzip" if request.get_header("Content-Encoding", "").lower() == "gzip" else None
         options = ParseOptions(time_format=precision, now_ns=time.time_ns())
-        peer = request.remote_addr or "?"
-        who, topic_name = f"http {peer}", f"db/metrics/{topic.table}"
-        activity = ctx.activity
-        if activity is not None:
-            call_on_loop(ctx, activity.message, who, "http", peer, topic_name)
         try:
-            readings = parse_line_protocol(body, compress, options)
+            readings = recorded(f"db/metrics/{topic.table}", lambda: parse_line_protocol(body, compress, options))
         except PayloadError as exc:
-            if activity is not None:
-                call_on_loop(ctx, activity.rejected, who, "http", peer, topic_name, exc.reason)
             reason = f"nothing written: {exc.reason}"
             # "error" is where InfluxDB puts it, and where Telegraf reads it from for its log.
             answer = {"success": False, "reason": reason, "error": f"unable to parse: {exc.reason}", "line": exc.row}

@@ -19,6 +19,7 @@ import pytest
 
 from gateway.http.tql import ECHARTS_DIR, ChartCache
 from tests.conftest import Client, Gateway
+from tests.tql.walkthrough import WALKTHROUGH
 
 T0 = 1_700_000_000_000_000_000
 S = 1_000_000_000
@@ -115,15 +116,6 @@ def test_map_functions_reshape_the_records(gateway: Gateway) -> None:
     assert data["rows"] == [[[T0 + 3 * S, 43.0], 86.0], [[T0 + 4 * S, 44.0], 88.0]]
     _, _, csv = tql(gateway, script.replace("JSON()", "CSV()"))
     assert csv.decode().splitlines() == [f'"[{T0 + 3 * S},43.0]",86.0', f'"[{T0 + 4 * S},44.0]",88.0']
-
-
-WALKTHROUGH = """
-  SQL_SELECT("time", "value", from("example", "temperature"), between("last-60s", "last"))
-  MAPVALUE(0, list(value(0), value(1)))
-  POPVALUE(1)
-  CHART(size("600px", "400px"), chartID('rspChart'), theme('dark'),
-        chartOption({ xAxis:{ type: "time", axisLabel: { rotate: 30, interval:5 } }, yAxis:{ },
-                      animation: true, series:[ { type:"line", data:column(0) } ] }))"""
 
 
 def test_chart_answers_neos_json_with_absolute_urls_from_the_host_header(gateway: Gateway) -> None:

@@ -6,14 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.tql.syntax import Array, Binary, Call, Constant, Name, Object, Pos, Script, TqlError, Unary, parse
-
-WALKTHROUGH = """
-  SQL_SELECT("time", "value", from("example", "temperature"), between("last-60s", "last"))
-  MAPVALUE(0, list(value(0), value(1)))
-  POPVALUE(1)
-  CHART(size("600px", "400px"), chartID('rspChart'), theme('dark'),
-        chartOption({ xAxis:{ type: "time", axisLabel: { rotate: 30, interval:5 } }, yAxis:{ },
-                      animation: true, series:[ { type:"line", data:column(0) } ] }))"""
+from tests.tql.walkthrough import WALKTHROUGH
 
 
 def P(line: int, column: int) -> Pos:
