@@ -68,7 +68,7 @@ bench: debs $(VENV)/.test-deps
 	$(BIN)/python bench/mqttsn.py
 	$(BIN)/python bench/sdwear.py
 
-# The SD image (docs/image.md): built as root on an x86_64 Debian machine, in about 15 minutes; `make image-test`
+# The SD image (docs/image.md): built as root on an x86_64 Debian machine, in about 30 minutes; `make image-test`
 # boots it under QEMU (several more minutes). Neither is part of `make test`.
 IMAGE_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 IMAGE := image-build/out/gateway-$(IMAGE_VERSION)-arm64.img

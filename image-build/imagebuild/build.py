@@ -286,7 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"fetching aarch64 wheels into {work}")
         site = fetch_wheels(work)
         overlay = stage_overlay(work, site)
-        log(f"building Debian {SUITE} arm64 with mmdebstrap (about ten minutes under emulation)")
+        log(f"building Debian {SUITE} arm64 with mmdebstrap (25 minutes or more under emulation)")
         tree, boot = unpack(bootstrap(work, overlay), work)
         disk_id = int.from_bytes(os.urandom(4), "big")
         plan = layout(root_size_for(tree_bytes(tree)), disk_id)
