@@ -25,7 +25,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import paho.mqtt.client as mqtt  # the test venv's (make image-test); the build itself needs no paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -160,7 +160,7 @@ def qemu_command(
     ]  # fmt: skip
 
 
-GUEST_PORTS = {"mqtt": 1883, "http": 80, "ssh": 22}
+GUEST_PORTS = {"mqtt": 1883, "ws": 8083, "http": 80, "ssh": 22}
 
 
 def http(port: int, path: str, body: bytes | None = None) -> tuple[int, Any]:
@@ -188,20 +188,29 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float, qemu: subproc
     raise BootTestFailed(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def publish_and_read_back(ports: dict[str, int]) -> int:
-    now = time.time_ns()
-    readings = [["boot.temperature", now + i, 20.0 + i] for i in range(10)]
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="boot-test")
-    client.connect("127.0.0.1", ports["mqtt"])
+def publish(port: int, readings: list[list[Any]], transport: Literal["tcp", "websockets"]) -> None:
+    """One QoS 1 publish of `readings` to db/append/BOOTTEST, over TCP or over WebSocket, waiting for its PUBACK
+    (the gateway's word that they are stored)."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"boot-test-{transport}", transport=transport)
+    if transport == "websockets":
+        client.ws_set_options(path="/mqtt")
+    client.connect("127.0.0.1", port)
     client.loop_start()
     try:
         info = client.publish("db/append/BOOTTEST", json.dumps(readings), qos=1)
-        info.wait_for_publish(timeout=30)  # a PUBACK: the gateway says the readings are stored
+        info.wait_for_publish(timeout=30)
         if not info.is_published():
-            raise BootTestFailed("the gateway did not acknowledge the QoS 1 publish within 30 s")
+            raise BootTestFailed(f"the gateway did not acknowledge a QoS 1 publish over {transport} within 30 s")
     finally:
         client.loop_stop()
         client.disconnect()
+
+
+def publish_and_read_back(ports: dict[str, int]) -> int:
+    now = time.time_ns()
+    readings = [["boot.temperature", now + i, 20.0 + i] for i in range(10)]
+    publish(ports["mqtt"], readings[:8], "tcp")
+    publish(ports["ws"], readings[8:], "websockets")  # MQTT over WebSocket, as a browser dashboard would
     query = urllib.parse.quote("SELECT name, time, value FROM BOOTTEST")
     status, answer = http(ports["http"], f"/db/query?q={query}&format=json")
     rows = answer.get("data", {}).get("rows", []) if isinstance(answer, dict) else []
@@ -318,7 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ready = time.monotonic() - started
         print(f"boot-test: the gateway answers HTTP after {ready:.0f} s", flush=True)
         count = publish_and_read_back(ports)
-        print(f"boot-test: {count} readings published over MQTT and read back over HTTP", flush=True)
+        print(f"boot-test: {count} readings published over MQTT (TCP, WebSocket), read back over HTTP", flush=True)
         status = http(ports["http"], "/api/status")[1]
         if status.get("name") != HOST_NAME:
             raise BootTestFailed(f"the gateway calls itself {status.get('name')!r}, not the host name {HOST_NAME!r}")
