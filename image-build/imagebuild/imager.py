@@ -15,8 +15,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-# Imager's device tags: a Pi Zero 2 W and a 3B+ are "pi3" boards; 64-bit only (rocksdict has no armv7 wheels).
-DEVICES = ("pi5-64bit", "pi4-64bit", "pi3-64bit")
+# Imager's device tags: a Pi Zero 2 W and a 3B+ are "pi3" boards; 64-bit only (rocksdict has no armv7 wheels). No
+# Pi 5: Debian's kernel has no driver for its SD controller (hardware/README.md), so Imager should not offer it.
+DEVICES = ("pi4-64bit", "pi3-64bit")
 
 
 def sha256(path: Path) -> str:
