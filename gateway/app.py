@@ -250,6 +250,7 @@ class Gateway:
             sensors_prefix=self.config.ingest.sensors_prefix,
             auth_required=not mqtt.allow_anonymous,
             gateway_id=self.config.mqttsn.gateway_id,
+            ws_path=mqtt.ws_path,
         )
         interfaces = tuple(name.strip() for name in mdns.interfaces.split(",") if name.strip())
         # The address the MQTT listener got: every listener binds the same one.

@@ -24,6 +24,7 @@ class Facts:
     sensors_prefix: str  # one JSON object of fields goes to <prefix><device>
     auth_required: bool  # clients without a user name are refused (MQTT-SN clients have none)
     gateway_id: int  # MQTT-SN GwId, as in ADVERTISE and GWINFO
+    ws_path: str  # where MQTT over WebSocket answers on its port
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,10 +43,11 @@ def services(endpoints: list[tuple[str, str, int]], facts: Facts) -> list[Servic
         "sensors": facts.sensors_prefix,
         "auth": "1" if facts.auth_required else "0",
     }
-    txt = {
-        "mqtt": mqtt,
-        "mqtts": mqtt,
-        "mqtt-sn": {**mqtt, "gwid": str(facts.gateway_id)},
-        "http": {**common, "path": "/", "api": "/api/openapi.json"},
-    }
+    http = {**common, "path": "/", "api": "/api/openapi.json"}
+    # MQTT over WebSocket has no DNS-SD service type of its own; a browser dashboard that found the web page learns
+    # from it where to connect.
+    for name, _host, port in endpoints:
+        if name == "mqtt-ws":
+            http |= {"ws": str(port), "wspath": facts.ws_path}
+    txt = {"mqtt": mqtt, "mqtts": mqtt, "mqtt-sn": {**mqtt, "gwid": str(facts.gateway_id)}, "http": http}
     return [Service(TYPES[name], port, txt[name]) for name, _host, port in endpoints if name in TYPES]

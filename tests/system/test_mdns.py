@@ -135,7 +135,10 @@ def test_a_sensor_finds_the_gateway_and_publishes_to_the_address_and_port_advert
             MQTT: (gateway.mqtt_port, mqtt_txt),
             HTTP: (
                 gateway.endpoints["http"],
-                {"txtvers": "1", "ver": __version__, "path": "/", "api": "/api/openapi.json"},
+                {
+                    **{"txtvers": "1", "ver": __version__, "path": "/", "api": "/api/openapi.json"},
+                    **{"ws": str(gateway.endpoints["mqtt-ws"]), "wspath": "/mqtt"},
+                },
             ),
             MQTTSN: (gateway.mqttsn_port, {**mqtt_txt, "gwid": "9"}),
         }
