@@ -36,7 +36,7 @@ from gateway.http.base import (
 from gateway.ingest.payloads import ParseOptions, PayloadError, Row, parse, parse_line_protocol
 from gateway.ingest.topics import TopicError, parse_topic
 from gateway.store.database import StoreError, TimeSeriesStore
-from gateway.store.query import Query, execute, stream
+from gateway.store.query import execute, stream
 
 __all__ = ["ApiContext", "answer_query", "make_app"]
 
@@ -86,7 +86,7 @@ def make_app(ctx: ApiContext) -> bottle.Bottle:
             return _done(started, "success")
         if fmt not in ("json", "csv"):
             raise ApiError(400, f"unknown format {fmt!r}: use json or csv")
-        columns, types, rows = stream(ctx.store, to_query(statement))
+        columns, types, rows = stream(ctx.store, sql.to_query(statement))
         # Sent as the rows are read, a chunk at a time: a day of readings is never held whole in memory.
         if fmt == "csv":
             bottle.response.content_type = "text/csv"
@@ -245,30 +245,10 @@ def answer_query(store: TimeSeriesStore, text: str, fmt: str = "json") -> bytes:
             raise ApiError(400, "only SELECT is answered over MQTT: create and drop tables over HTTP (/db/query)")
         if fmt not in ("json", "csv"):
             raise ApiError(400, f"unknown format {fmt!r}: use json or csv")
-        result = execute(store, to_query(statement))
+        result = execute(store, sql.to_query(statement))
     except (sql.SqlError, StoreError, ApiError) as exc:
         return orjson.dumps({"success": False, "reason": str(exc)})
     if fmt == "csv":
         return csv_text(result.columns, result.rows).encode()
     data = {"columns": result.columns, "types": result.types, "rows": result.rows}
     return orjson.dumps({"success": True, "reason": "success", "elapse": _elapsed(started), "data": data})
-
-
-def to_query(select: sql.Select) -> Query:
-    """The store's plan for a parsed SELECT."""
-    bucket = select.bucket
-    return Query(
-        select.table,
-        tuple((item.kind, item.alias) for item in select.items),
-        select.names,
-        select.time_from,
-        select.time_to,
-        tuple((f.op, f.value) for f in select.value_filters),
-        bucket.width if bucket else None,
-        bucket.origin if bucket else 0,
-        select.group_by_name,
-        select.order,
-        select.order_by_name,
-        select.limit,
-        select.offset,
-    )

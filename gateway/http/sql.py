@@ -60,7 +60,7 @@ from datetime import date
 from math import isfinite
 from typing import Literal, NoReturn, TypeAlias
 
-from gateway.store.query import ColumnKind, CompareOp, Direction
+from gateway.store.query import ColumnKind, CompareOp, Direction, Query
 
 __all__ = [
     "Bucket",
@@ -1070,3 +1070,23 @@ class _Parser:
                 f"{token.value}(...) is not supported in a time: use NOW, TO_DATE or TO_TIMESTAMP", token.pos
             )
         raise SqlError(f"expected {expected}, found {token.text}", token.pos)
+
+
+def to_query(select: Select) -> Query:
+    """The store's plan for a parsed SELECT."""
+    bucket = select.bucket
+    return Query(
+        select.table,
+        tuple((item.kind, item.alias) for item in select.items),
+        select.names,
+        select.time_from,
+        select.time_to,
+        tuple((f.op, f.value) for f in select.value_filters),
+        bucket.width if bucket else None,
+        bucket.origin if bucket else 0,
+        select.group_by_name,
+        select.order,
+        select.order_by_name,
+        select.limit,
+        select.offset,
+    )

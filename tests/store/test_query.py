@@ -13,8 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.http.api import to_query
-from gateway.http.sql import Select, parse
+from gateway.http.sql import Select, parse, to_query
 from gateway.store.database import StoreError, TimeSeriesStore
 from gateway.store.query import AGGREGATES, ColumnKind, Direction, Query, Result, execute, latest, series_summary
 
