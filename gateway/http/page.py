@@ -54,12 +54,17 @@ class Asset:
     etag: str
 
 
-def _asset(body: bytes, suffix: str) -> Asset:
-    gzipped = gzip.compress(body, 9, mtime=0) if suffix in _COMPRESSIBLE else None
+def make_asset(body: bytes, content_type: str, *, compress: bool, level: int = 9) -> Asset:
+    """A file answered from memory (send_asset): gzipped when that makes it smaller, with an ETag of its bytes."""
+    gzipped = gzip.compress(body, level, mtime=0) if compress else None
     if gzipped is not None and len(gzipped) >= len(body):
         gzipped = None
     etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
-    return Asset(body, gzipped, _TYPES.get(suffix, "application/octet-stream"), etag)
+    return Asset(body, gzipped, content_type, etag)
+
+
+def _asset(body: bytes, suffix: str) -> Asset:
+    return make_asset(body, _TYPES.get(suffix, "application/octet-stream"), compress=suffix in _COMPRESSIBLE)
 
 
 def load(folder: Path = PAGE_DIR) -> tuple[Asset, dict[str, Asset], str]:
@@ -78,7 +83,7 @@ def load(folder: Path = PAGE_DIR) -> tuple[Asset, dict[str, Asset], str]:
     return _asset(index, ".html"), assets, version
 
 
-def _send(asset: Asset, cache_control: str) -> Body:
+def send_asset(asset: Asset, cache_control: str) -> Body:
     request, response = bottle.request, bottle.response
     response.set_header("Cache-Control", cache_control)
     response.set_header("X-Content-Type-Options", "nosniff")
@@ -110,17 +115,17 @@ def register(app: bottle.Bottle, folder: Path = PAGE_DIR) -> None:
     def page() -> Body:
         bottle.response.set_header("Content-Security-Policy", _CSP)
         bottle.response.set_header("Referrer-Policy", "no-referrer")
-        return _send(index, "no-cache")
+        return send_asset(index, "no-cache")
 
     def asset(tag: str, path: str) -> Body:
         found = assets.get(path)
         if found is None:
             return json_response(404, {"success": False, "reason": f"no such file: {bottle.request.path}"})
         # A page from before an upgrade may still ask for its old version: it gets today's file, not kept for long.
-        return _send(found, f"public, max-age={_YEAR}, immutable" if tag == version else "no-cache")
+        return send_asset(found, f"public, max-age={_YEAR}, immutable" if tag == version else "no-cache")
 
     def favicon() -> Body:
-        return _send(icon, "public, max-age=86400")  # for browsers that ask before reading the page's <link>
+        return send_asset(icon, "public, max-age=86400")  # for browsers that ask before reading the page's <link>
 
     app.route("/", "GET", page)
     app.route(f"{ASSETS}/<tag>/<path:path>", "GET", asset)

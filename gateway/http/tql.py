@@ -13,8 +13,6 @@ first). Its URL holds a random id and is the only way to it: the files need no t
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import secrets
 import threading
 import time
@@ -29,6 +27,7 @@ import orjson
 
 from gateway.http import sql
 from gateway.http.base import ApiContext, ApiError, Body, csv_text, handler, json_response
+from gateway.http.page import Asset, make_asset, send_asset
 from gateway.store.database import StoreError
 from gateway.store.query import stream
 from gateway.tql import Output, SourceError, TqlError, parse, run
@@ -100,17 +99,17 @@ class _Vendor:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self._files: dict[str, tuple[bytes, bytes, str]] = {}
+        self._files: dict[str, Asset] = {}
         self._lock = threading.Lock()
 
-    def get(self, name: str) -> tuple[bytes, bytes, str] | None:
+    def get(self, name: str) -> Asset | None:
         if name not in _VENDOR_FILES:
             return None
         with self._lock:
             if name not in self._files:
                 body = (self.folder / name).read_bytes()
-                etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
-                self._files[name] = (body, gzip.compress(body, 6, mtime=0), etag)
+                # Level 6, not the page's 9: this megabyte is compressed on a request, on a board's slow CPU.
+                self._files[name] = make_asset(body, _VENDOR_FILES[name], compress=True, level=6)
             return self._files[name]
 
 
@@ -135,9 +134,6 @@ def _cell(value: Any) -> Any:
 
 
 def _run_sql(ctx: ApiContext, now_ns: int) -> Any:
-    # api.py imports this module to register it, so its to_query is imported when the first query runs.
-    from gateway.http.api import to_query  # noqa: PLC0415
-
     def run_sql(text: str) -> tuple[list[str], list[str], Iterable[list[object]]]:
         try:
             statement = sql.parse(text, now_ns=now_ns)
@@ -146,7 +142,7 @@ def _run_sql(ctx: ApiContext, now_ns: int) -> Any:
         if not isinstance(statement, sql.Select):
             raise SourceError("TQL only reads: create and drop tables through /db/query")
         try:
-            return stream(ctx.store, to_query(statement))
+            return stream(ctx.store, sql.to_query(statement))
         except StoreError as exc:
             raise SourceError(str(exc)) from None
 
@@ -197,22 +193,7 @@ def register(app: bottle.Bottle, ctx: ApiContext) -> None:
         found = vendor.get(name)
         if found is None:
             return json_response(404, {"success": False, "reason": f"no such file: {bottle.request.path}"})
-        body, gzipped, etag = found
-        response = bottle.response
-        response.content_type = _VENDOR_FILES[name]
-        response.set_header("Cache-Control", "public, max-age=86400")
-        response.set_header("X-Content-Type-Options", "nosniff")
-        response.set_header("Vary", "Accept-Encoding")
-        zipped = "gzip" in bottle.request.get_header("Accept-Encoding", "").lower()
-        etag = etag[:-1] + '-gz"' if zipped else etag
-        response.set_header("ETag", etag)
-        if etag in bottle.request.get_header("If-None-Match", ""):
-            response.status = 304
-            return b""
-        if zipped:
-            response.set_header("Content-Encoding", "gzip")
-            return gzipped
-        return body
+        return send_asset(found, "public, max-age=86400")
 
     def open_route(func: Any) -> Any:
         """The files of a chart: no token (a <script src> cannot send one), errors as JSON all the same."""
