@@ -46,6 +46,11 @@ from gateway.store import database as store
 from gateway.store.backup import backup_archive, scratch_dir
 from gateway.store.database import Retention, TimeSeriesStore
 from gateway.store.maintenance import DiskGuard, retention_forever
+from gateway.uplink.batches import Format
+from gateway.uplink.bridge import Bridge
+from gateway.uplink.forwarder import Forwarder, ForwardSettings
+from gateway.uplink.link import Uplink, UplinkSettings
+from gateway.uplink.url import parse_url
 
 if TYPE_CHECKING:
     from gateway.discovery.mdns import Advertiser
@@ -98,6 +103,59 @@ def tls_context(config: Config) -> ssl.SSLContext:
             ) from None
         context.verify_mode = ssl.CERT_REQUIRED if mqtt.require_certificate else ssl.CERT_OPTIONAL
     return context
+
+
+def uplink_tls_context(config: Config) -> ssl.SSLContext:
+    """The system's CA store, or [uplink] cafile; with a client certificate when one is given."""
+    uplink = config.uplink
+    where = f"{config.source}: [uplink]"
+    try:
+        context = ssl.create_default_context(cafile=config.resolve(uplink.cafile) if uplink.cafile else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"{where} cafile {uplink.cafile!r}: cannot load it ({exc}); give PEM CA certificates"
+        ) from None
+    if uplink.certfile:
+        try:
+            context.load_cert_chain(config.resolve(uplink.certfile), config.resolve(uplink.keyfile))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"{where} certfile {uplink.certfile!r} / keyfile {uplink.keyfile!r}: cannot load them ({exc}); give "
+                "a PEM certificate chain and its PEM private key"
+            ) from None
+    return context
+
+
+def build_uplink(config: Config, store: TimeSeriesStore, broker: Broker, name: str, default: Retention) -> Uplink:
+    uplink = config.uplink
+    url = parse_url(uplink.url)
+    password = url.password
+    if uplink.password_file:
+        path = config.resolve(uplink.password_file)
+        try:
+            password = path.read_text().splitlines()[0] if path.stat().st_size else ""
+        except OSError as exc:
+            raise ConfigError(
+                f"{config.source}: [uplink] password_file {str(path)!r}: cannot read it ({exc.strerror})"
+            ) from None
+    settings = UplinkSettings(
+        url,
+        uplink.client_id or name,
+        5 if uplink.version == "5" else 4,
+        uplink.keepalive,
+        uplink.username or url.username,
+        None if password is None else password.encode(),
+        uplink_tls_context(config) if url.tls else None,
+        f"{uplink.topic_prefix}cmd/{name}/" if uplink.commands else None,
+        uplink.reconnect_max,
+    )
+    forwarder = None
+    if uplink.forward_readings:
+        fmt = Format(uplink.topic_prefix, uplink.batch_size, uplink.compress == "gzip")
+        forwarding = ForwardSettings(fmt, uplink.max_delay, uplink.max_rate, uplink.max_inflight)
+        forwarder = Forwarder(store, forwarding, default)
+    bridge = Bridge(broker, list(uplink.bridge), uplink.topic_prefix, uplink.max_inflight)
+    return Uplink(settings, forwarder, bridge, broker.route)
 
 
 class Gateway:
@@ -164,11 +222,23 @@ class Gateway:
         self._advertise6: tuple[UdpEndpoint, list[tuple[int, str]]] | None = None  # the IPv6 socket, its interfaces
         self._advertising: asyncio.Task[None] | None = None
         self.discovery: Advertiser | None = None
+        self.name = config.mdns.name or default_name()
+        self.uplink: Uplink | None = None
+        if config.uplink.url:
+            self.uplink = build_uplink(config, self.store, self.broker, self.name, self.default_retention())
+        elif self.store.arrivals.next_seq > 1:
+            log.warning(
+                "the uplink is not configured: readings stored while it was and not forwarded stay in the store's "
+                "arrival log until it is configured again"
+            )
+
+    def default_retention(self) -> Retention:
+        options = self.config.store
+        return Retention(options.retention_days, options.minute_rollup_days, options.hour_rollup_days)
 
     async def start(self) -> None:
         await self.broker.start()
-        options = self.config.store
-        default = Retention(options.retention_days, options.minute_rollup_days, options.hour_rollup_days)
+        default = self.default_retention()
         self._retention = asyncio.create_task(retention_forever(self.store, default), name="retention")
         self.endpoints = await self.mqtt.start()
         sn = self.config.mqttsn
@@ -228,13 +298,15 @@ class Gateway:
             backup=self.backup,
             mdns_name=self.mdns_name,
             activity=self.activity,
-            name=self.config.mdns.name or default_name(),
+            name=self.name,
             listeners=lambda: list(self.endpoints),
         )
         self.http = HttpServer(make_app(context), self.config.gateway.bind, http.port, on_stop=watch.close)
         self.endpoints.append(("http", *self.http.start()))
         if self.config.mdns.enabled:
             await self._start_discovery()
+        if self.uplink is not None:
+            await self.uplink.start()
         log.info("gateway %s, data in %s, config from %s", __version__, self.config.data_path(), self.config.source)
         log.info("listening %s", " ".join(f"{name}={host}:{port}" for name, host, port in self.endpoints))
 
@@ -255,7 +327,7 @@ class Gateway:
         interfaces = tuple(name.strip() for name in mdns.interfaces.split(",") if name.strip())
         # The address the MQTT listener got: every listener binds the same one.
         reach = Reach(self.endpoints[0][1], interfaces)
-        self.discovery = Advertiser(mdns.name or default_name(), services(self.endpoints, facts), reach)
+        self.discovery = Advertiser(self.name, services(self.endpoints, facts), reach)
         await self.discovery.start()
 
     def mdns_name(self) -> str:
@@ -358,6 +430,8 @@ class Gateway:
         )
 
     async def stop(self) -> None:
+        if self.uplink is not None:
+            await self.uplink.stop()
         if self.discovery is not None:  # first: sensors learn that the gateway goes before its listeners close
             await self.discovery.stop()
         if self.http is not None:

@@ -20,6 +20,7 @@ from gateway.mqtt.auth import AuthConfigError
 from gateway.mqtt.persist import StateError
 from gateway.store import backup
 from gateway.store.backup import BackupError
+from gateway.uplink.url import UrlError, parse_url
 
 # The gateway sends nothing until its archive is complete, which on a Pi with a large store takes a while.
 _BACKUP_HTTP_TIMEOUT = 600.0
@@ -48,6 +49,12 @@ def _parser() -> argparse.ArgumentParser:
     # The command line of the whole appliance is fixed now so that scripts written against it keep working; this
     # listener comes with the MQTT-SN gateway.
     serve.add_argument("--mqttsn-port", type=_port, help="MQTT-SN UDP port (0: a free one)")
+    serve.add_argument(
+        "--uplink",
+        metavar="URL",
+        help="forward readings to this upstream broker, mqtt://[user[:password]@]host[:port] or mqtts://... "
+        "(overrides [uplink] url)",
+    )
 
     passwd = commands.add_parser("passwd", help="add, change or delete a user of the password file")
     passwd.add_argument("file", type=Path, help="the password file (created if missing)")
@@ -121,6 +128,12 @@ def _serve_config(args: argparse.Namespace) -> Config:
         config.mqtt.ws_port = args.ws_port
     if args.mqttsn_port is not None:
         config.mqttsn.port = args.mqttsn_port
+    if args.uplink is not None:
+        try:
+            parse_url(args.uplink)
+        except UrlError as exc:
+            raise ConfigError(f"--uplink {exc}") from None
+        config.uplink.url = args.uplink
     return config
 
 

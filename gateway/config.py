@@ -13,6 +13,9 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from gateway.mqtt.topics import filter_error
+from gateway.uplink.url import UrlError, parse_url
+
 NEVER = 4_294_967_295
 
 
@@ -272,6 +275,66 @@ class MdnsOptions:
 
 
 @dataclass(slots=True)
+class UplinkOptions:
+    url: str = _opt(
+        "",
+        "Upstream MQTT broker to forward readings to: mqtt://[user[:password]@]host[:port] (port 1883) or "
+        "mqtts://... (TLS, port 8883); empty: no uplink. `gateway serve --uplink URL` sets it (docs/uplink.md).",
+    )
+    version: str = _opt("3.1.1", "MQTT version spoken to the upstream.", choices=("3.1.1", "5"))
+    client_id: str = _opt("", "Client id at the upstream; empty: the gateway's name (as [mdns] name).")
+    username: str = _opt("", "User name at the upstream (or in the URL).")
+    password_file: str = _opt(
+        "",
+        "File holding the upstream password (its first line), instead of a password in the URL; keep it readable by "
+        "the gateway only.",
+    )
+    cafile: str = _opt("", "PEM CA certificates the upstream's certificate is checked against; empty: the system's.")
+    certfile: str = _opt("", "PEM client certificate chain, for upstreams that want one (with keyfile).")
+    keyfile: str = _opt("", "PEM private key of certfile.")
+    keepalive: int = _opt(60, "Keep-alive interval in seconds (PINGREQ when idle).", minimum=5, maximum=65535)
+    topic_prefix: str = _opt(
+        "",
+        'Prefix of every topic sent up and of the command topic, e.g. "site1/": readings go to '
+        "<prefix>db/append/<TABLE>.",
+    )
+    forward_readings: bool = _opt(
+        True,
+        "Forward every reading stored from now on, as db/append messages; they wait in the store while the "
+        "upstream is away, and go up in the order they arrived, at least once.",
+    )
+    batch_size: int = _opt(1000, "Most readings in one message.", minimum=1, maximum=100_000)
+    max_delay: float = _opt(
+        1.0, "Longest wait, in seconds, for a batch to fill before it is sent partly full.", minimum=0, maximum=3600
+    )
+    compress: str = _opt(
+        "none", "Payload compression: gzip sends db/append/<TABLE>:json:gzip.", choices=("none", "gzip")
+    )
+    max_rate: float = _opt(
+        0.0,
+        "Most readings forwarded per second, e.g. on a metered link or to leave the board's CPU to ingest while a "
+        "backlog catches up; 0: as fast as the upstream acknowledges.",
+        minimum=0,
+    )
+    max_inflight: int = _opt(
+        8, "Messages sent and not yet acknowledged by the upstream (fewer if it says so).", minimum=1, maximum=65535
+    )
+    commands: bool = _opt(
+        True,
+        "Subscribe to <prefix>cmd/<name>/# upstream and publish each command here as cmd/..., so sensors (also "
+        "sleeping MQTT-SN ones, on waking) receive commands sent from the central system.",
+    )
+    bridge: list[str] = _opt(  # noqa: RUF009 - a field with a default_factory
+        [],
+        "Local topic filters whose messages are also sent up, as they are published, under the prefix (e.g. "
+        '["alerts/#"]); queued in the broker while the upstream is away.',
+    )
+    reconnect_max: float = _opt(
+        300.0, "Longest wait, in seconds, between attempts to reach the upstream (backoff from 1 s).", minimum=1
+    )
+
+
+@dataclass(slots=True)
 class Config:
     gateway: GatewayOptions = field(default_factory=GatewayOptions)
     mqtt: MqttOptions = field(default_factory=MqttOptions)
@@ -280,6 +343,7 @@ class Config:
     mqttsn: MqttSnOptions = field(default_factory=MqttSnOptions)
     ingest: IngestOptions = field(default_factory=IngestOptions)
     mdns: MdnsOptions = field(default_factory=MdnsOptions)
+    uplink: UplinkOptions = field(default_factory=UplinkOptions)
     source: str = "built-in defaults"
 
     def data_path(self) -> Path:
@@ -378,11 +442,30 @@ def _check_consistency(config: Config) -> None:
         if not isinstance(topics, dict):
             raise ConfigError(f'{where}: give the client\'s topic ids as a table, like {{ 5 = "db/append/BOILER" }}')
         _check_predefined(where, topics)
+    _check_uplink(config)
     if config.mdns.name and not _HOST_NAME.fullmatch(config.mdns.name):
         raise ConfigError(
             f"{config.source}: [mdns] name {config.mdns.name!r}: give a host name of letters, digits and inner "
             'hyphens, at most 63 characters, like "greenhouse-gw"'
         )
+
+
+def _check_uplink(config: Config) -> None:
+    uplink = config.uplink
+    where = f"{config.source}: [uplink]"
+    if uplink.url:
+        try:
+            parse_url(uplink.url)
+        except UrlError as exc:
+            raise ConfigError(f"{where} url {exc}") from None
+    if bool(uplink.certfile) != bool(uplink.keyfile):
+        raise ConfigError(f"{where} certfile and keyfile go together: give both, or neither")
+    if any(c in uplink.topic_prefix for c in "+#"):
+        raise ConfigError(f'{where} topic_prefix {uplink.topic_prefix!r}: no wildcards, like "site1/"')
+    for topic_filter in uplink.bridge:
+        error = filter_error(topic_filter)
+        if error is not None:
+            raise ConfigError(f'{where} bridge {topic_filter!r}: {error}; give a topic filter, like "alerts/#"')
 
 
 def _check_predefined(where: str, topics: dict[str, Any]) -> None:

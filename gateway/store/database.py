@@ -14,14 +14,15 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
 
 from rocksdict import BlockBasedOptions, Cache, Options, Rdict
 
 from gateway.rocks import board_options
 from gateway.store import keys
+from gateway.store.arrivals import ArrivalLog
 from gateway.store.rollups import Aggregate, RollupTracker, key_range, span
-from gateway.store.writer import DeleteRange, Op, Writer
+from gateway.store.writer import DeleteRange, Op, Put, Writer
 
 MAX_NAME_BYTES = 200
 log = logging.getLogger("gateway.store")
@@ -120,6 +121,9 @@ class TimeSeriesStore:
         self._to_tell: list[tuple[str, Sequence[tuple[str, int, float]]]] = []
         self._tables: dict[str, Table] = {}
         self._series: dict[tuple[int, str], int] = {}
+        self._series_names: dict[int, str] = {}  # the reverse of _series, for the arrival log's readers
+        # Written only while something consumes it (the uplink sets enabled).
+        self.arrivals = ArrivalLog(self.db)
         self._next_table = 1
         self._next_series = 1
         self._load_catalog()
@@ -133,6 +137,7 @@ class TimeSeriesStore:
             series_id = keys.decode_series_id(key[1:])
             table_id, name = keys.parse_series_record(value)
             self._series[(table_id, name)] = series_id
+            self._series_names[series_id] = name
             self._next_series = max(self._next_series, series_id + 1)
 
     async def close(self) -> None:
@@ -147,6 +152,9 @@ class TimeSeriesStore:
 
     def table(self, name: str) -> Table | None:
         return self._tables.get(name.upper())
+
+    def table_by_id(self, table_id: int) -> Table | None:
+        return next((table for table in list(self._tables.values()) if table.id == table_id), None)
 
     async def create_table(self, name: str, *, exist_ok: bool = False, retention: Retention = Retention()) -> Table:
         name = name.upper()
@@ -179,6 +187,7 @@ class TimeSeriesStore:
         dropped = [(n, i) for (t, n), i in self._series.items() if t == table.id]
         for series_name, series_id in dropped:
             del self._series[(table.id, series_name)]
+            del self._series_names[series_id]
             by_name = keys.series_by_name_key(table.id, series_name)
             ops.append(DeleteRange(by_name, by_name + b"\x00"))
             ops.append(DeleteRange(keys.series_key(series_id), keys.series_key(series_id + 1)))
@@ -233,6 +242,11 @@ class TimeSeriesStore:
         except BaseException:
             rollups.failed()  # it has counted readings that will not be written
             raise
+        if self.arrivals.enabled and readings:
+            # The rows are the readings' keys and values, already made; appends put nothing but Puts.
+            reading = keys.READING[0]
+            rows = b"".join(key + value for key, value in cast(list[Put], puts) if key[0] == reading)
+            puts.append(self.arrivals.record(table_id, time.time_ns(), rows))
         batch = self.writer.submit(puts, durable=durable)
         if self.listeners:
             if batch is not self._told_batch:
@@ -256,6 +270,7 @@ class TimeSeriesStore:
         series_id = self._next_series
         self._next_series += 1
         self._series[(table_id, name)] = series_id
+        self._series_names[series_id] = name
         puts.append((keys.series_by_name_key(table_id, name), keys.encode_series_id(series_id)))
         puts.append((keys.series_key(series_id), keys.series_record(table_id, name)))
         return series_id
@@ -265,6 +280,9 @@ class TimeSeriesStore:
     def series_ids(self, table_name: str) -> list[int]:
         table = self._require(table_name)
         return [series_id for (table_id, _name), series_id in list(self._series.items()) if table_id == table.id]
+
+    def series_name(self, series_id: int) -> str | None:
+        return self._series_names.get(series_id)
 
     def series_names(self, table_name: str) -> list[str]:
         table = self._require(table_name)
