@@ -45,6 +45,14 @@ def test_documented_defaults_parse_back_to_the_defaults() -> None:
         ('[mqttsn]\nclient_topics = { boiler = "a/b" }\n', "client_topics 'boiler': give the client's topic ids as"),
         ('[mqttsn]\nclient_topics = { boiler = { 0 = "a/b" } }\n', "client_topics 'boiler' '0': a topic id is a"),
         ('[mqttsn]\nclient_topics = { boiler = { 1 = "a/+" } }\n', "give a topic name (no wildcards)"),
+        ('[uplink]\nurl = "http://hub"\n', "[uplink] url 'http://hub': the scheme must be mqtt or mqtts"),
+        ('[uplink]\nurl = "mqtt://hub:0x"\n', "[uplink] url 'mqtt://hub:0x' is not a URL"),
+        ('[uplink]\nversion = "3"\n', "[uplink] version: '3' is not one of 3.1.1, 5"),
+        ('[uplink]\ncertfile = "c.pem"\n', "[uplink] certfile and keyfile go together"),
+        ('[uplink]\ntopic_prefix = "site/+/"\n', "[uplink] topic_prefix 'site/+/': no wildcards"),
+        ('[uplink]\nbridge = ["a/#/b"]\n', "[uplink] bridge 'a/#/b':"),
+        ('[uplink]\ncompress = "zstd"\n', "[uplink] compress: 'zstd' is not one of none, gzip"),
+        ("[uplink]\nbatch_size = 0\n", "[uplink] batch_size: 0 is below the minimum of 1"),
     ],
 )
 def test_bad_values_are_refused_naming_file_key_and_reason(tmp_path: Path, text: str, expected: str) -> None:

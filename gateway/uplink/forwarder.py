@@ -61,6 +61,8 @@ class Forwarder:
         self._saved = self.cursor.next
         self._inflight = 0
         self._tokens, self._filled_at = 0.0, 0.0
+        self._fresh = 0  # readings stored since the forwarder last read the log
+        self._want = 1  # how many it waits for
         self._saved_at = 0.0
         self._trimmed_at = time.monotonic()
         self._count_backlog()
@@ -78,7 +80,9 @@ class Forwarder:
 
     def _stored(self, table: str, readings: Sequence[tuple[str, int, float]]) -> None:
         self.backlog[table] = self.backlog.get(table, 0) + len(readings)
-        self._arrived.set()
+        self._fresh += len(readings)
+        if self._fresh >= self._want:
+            self._arrived.set()
 
     # -- status ---------------------------------------------------------------------------------------------------
 
@@ -104,10 +108,6 @@ class Forwarder:
             if days:
                 cutoffs[table.name] = now - int(days * DAY)
         return cutoffs
-
-    def _next_chunk(self, position: int, fmt: Format) -> Chunk | None:
-        entries = self.arrivals.read(position, fmt.batch_size)
-        return make_chunk(entries, self.store, self._cutoffs(), fmt) if entries else None
 
     async def run(self, client: UpstreamClient) -> None:
         """Forward until the connection ends; raises the UpstreamError that ended it."""
@@ -147,13 +147,17 @@ class Forwarder:
         while True:
             if client.closed:
                 raise await client.wait_closed()
+            self._fresh = 0
+            entries = self.arrivals.read(position, fmt.batch_size)
+            size = sum(entry.count for entry in entries)
+            wait = max_delay  # with nothing to send: to settle and save the cursor now and then
+            if entries:
+                wait = entries[0].arrival_ns / 1e9 + max_delay - time.time()
+                if size >= fmt.batch_size or wait <= 0:
+                    return make_chunk(entries, self.store, self._cutoffs(), fmt)
+            # Woken when the batch can fill, not at every arrival: each wake-up reads the log again.
+            self._want = fmt.batch_size - size
             self._arrived.clear()
-            chunk = self._next_chunk(position, fmt)
-            wait = max_delay
-            if chunk is not None:
-                wait = chunk.oldest_ns / 1e9 + max_delay - time.time()
-                if sum(chunk.readings.values()) >= fmt.batch_size or wait <= 0:
-                    return chunk
             await self._wait(self._arrived, client, wait, pending)
 
     async def _pace(self, count: int, batch_size: int) -> None:
@@ -261,14 +265,15 @@ class Forwarder:
         """While the upstream is away: step the cursor over readings retention deleted, so that the log does not
         outgrow the tables' retention."""
         fmt = self.settings.format
-        while True:
-            chunk = self._next_chunk(self.cursor.next, fmt)
-            if chunk is None or chunk.messages:
+        while entries := self.arrivals.read(self.cursor.next, fmt.batch_size):
+            chunk = make_chunk(entries, self.store, self._cutoffs(), fmt)
+            if chunk.messages:
                 break
             self._passed(chunk)
-        await self.stop()
+        await self.flush()
 
-    async def stop(self) -> None:
+    async def flush(self) -> None:
+        """Save the cursor now (at stop)."""
         if self.cursor.next != self._saved:
             await asyncio.shield(self._save(trim=True))
 

@@ -75,7 +75,7 @@ class Uplink:
         if self._client is not None:
             await self._client.disconnect()
         if self.forwarder is not None:
-            await self.forwarder.stop()
+            await self.forwarder.flush()
 
     async def _run(self) -> None:
         delay = 1.0
