@@ -63,6 +63,7 @@ _HINTS = {
     0x8A: "the broker has banned this client",
 }
 _READ_SIZE = 65536
+_CHECK = "is the MQTT version, port or TLS right?"  # a broker that drops CONNECT unanswered
 _CLOSE_TIMEOUT = 2.0  # seconds a polite close may take before the transport is aborted
 
 
@@ -174,11 +175,16 @@ class UpstreamClient:
         ssl: _ssl.SSLContext | None = None,
         keep_alive: int = 60,
         clean_start: bool = True,
+        session_expiry: int | None = None,
         on_message: Callable[[Publish], None] | None = None,
         timeout: float = 10.0,
     ) -> UpstreamClient:
         """TCP (+TLS) connect, CONNECT, wait for CONNACK; raises UpstreamError with the reason, within `timeout`
-        seconds in all."""
+        seconds in all.
+
+        `session_expiry` (MQTT 5 only, seconds): None keeps the session as 3.1.1 does, for ever when
+        `clean_start` is False (0xFFFFFFFF) and not past the connection when it is True (§3.1.2.11.2).
+        """
         if version not in (MQTT_311, MQTT_5):
             raise ValueError(f"MQTT protocol level {version} is not supported: use MQTT_311 (4) or MQTT_5 (5)")
         where = f"{host}:{port}"
@@ -193,6 +199,11 @@ class UpstreamClient:
                     raise _connect_error(exc, host, port) from None
                 parser = Reader(version=version)
                 connect = Connect(client_id, version, clean_start, keep_alive, username, password)
+                if version == MQTT_5:
+                    # Without this property an MQTT 5 session ends with the connection, clean_start or not.
+                    expiry = session_expiry if session_expiry is not None else 0 if clean_start else 0xFFFFFFFF
+                    if expiry:
+                        connect.properties[Prop.SESSION_EXPIRY_INTERVAL] = expiry
                 writer.write(encode(connect, version))
                 connack, rest = await _read_connack(reader, parser, where)
         except TimeoutError:
@@ -249,6 +260,8 @@ class UpstreamClient:
 
     async def subscribe(self, filters: list[tuple[str, int]]) -> list[int]:
         """SUBSCRIBE and wait for SUBACK; returns granted QoS / reason codes (0x80+ = refused)."""
+        if not filters:
+            raise ValueError("subscribe needs at least one topic filter (§3.8.3)")
         if self._reason is not None:
             raise self._reason
         packet_id = self._last_id = next_packet_id(self._last_id, self._publishes, self._subscribes)
@@ -445,11 +458,9 @@ async def _read_connack(reader: asyncio.StreamReader, parser: Reader, where: str
         except _ssl.SSLError as exc:
             raise UpstreamError(f"TLS error with {where} before CONNACK: {exc.reason or exc}") from None
         except OSError as exc:
-            raise UpstreamError(f"connection to {where} lost before CONNACK: {exc.strerror or exc}") from None
+            raise UpstreamError(f"connection to {where} lost before CONNACK: {exc.strerror or exc}; {_CHECK}") from None
         if not data:
-            raise UpstreamError(
-                f"upstream {where} closed the connection without a CONNACK; is the MQTT version, port or TLS right?"
-            )
+            raise UpstreamError(f"upstream {where} closed the connection without a CONNACK; {_CHECK}")
         try:
             packets = parser.feed(data)
         except MalformedPacket as exc:

@@ -194,6 +194,7 @@ class Forwarder:
         """Move the cursor past every chunk at the head whose messages are all acknowledged."""
         while pending and all(f.done() for f in pending[0][1]):
             chunk, futures = pending[0]
+            refused = 0
             for message, future in zip(chunk.messages, futures, strict=True):
                 if future.cancelled():
                     raise UpstreamError("forwarding was cancelled")
@@ -204,6 +205,7 @@ class Forwarder:
                 if code == QUOTA_EXCEEDED:
                     raise Refused(f"the upstream refused a message of table {message.table}: {describe_reason(code)}")
                 if code >= 0x80:
+                    refused += message.count
                     self.refused[message.table] = self.refused.get(message.table, 0) + message.count
                     log.warning(
                         "the upstream refused %d readings of table %s on %s: %s; they are not sent again (check the "
@@ -214,9 +216,9 @@ class Forwarder:
                         describe_reason(code),
                     )
             pending.popleft()
-            self._passed(chunk)
+            self._passed(chunk, refused)
 
-    def _passed(self, chunk: Chunk) -> None:
+    def _passed(self, chunk: Chunk, refused: int = 0) -> None:
         self.cursor.next = chunk.end
         for table, count in chunk.readings.items():
             left = self.backlog.get(table, 0) - count
@@ -232,7 +234,7 @@ class Forwarder:
                 count,
                 table,
             )
-        sent = sum(m.count for m in chunk.messages)
+        sent = sum(m.count for m in chunk.messages) - refused
         self.forwarded += sent
         self.messages += len(chunk.messages)
         now = time.monotonic()
