@@ -48,7 +48,7 @@ from gateway.store.database import Retention, TimeSeriesStore
 from gateway.store.maintenance import DiskGuard, retention_forever
 from gateway.uplink.batches import Format
 from gateway.uplink.bridge import Bridge
-from gateway.uplink.forwarder import Forwarder, ForwardSettings
+from gateway.uplink.forwarder import CONSUMER, Forwarder, ForwardSettings
 from gateway.uplink.link import Uplink, UplinkSettings
 from gateway.uplink.url import parse_url
 
@@ -226,7 +226,7 @@ class Gateway:
         self.uplink: Uplink | None = None
         if config.uplink.url:
             self.uplink = build_uplink(config, self.store, self.broker, self.name, self.default_retention())
-        elif self.store.arrivals.next_seq > 1:
+        elif next(self.store.arrivals.entries(self.store.arrivals.cursor(CONSUMER).next), None) is not None:
             log.warning(
                 "the uplink is not configured: readings stored while it was and not forwarded stay in the store's "
                 "arrival log until it is configured again"
@@ -300,6 +300,7 @@ class Gateway:
             activity=self.activity,
             name=self.name,
             listeners=lambda: list(self.endpoints),
+            uplink=self.uplink.status if self.uplink is not None else None,
         )
         self.http = HttpServer(make_app(context), self.config.gateway.bind, http.port, on_stop=watch.close)
         self.endpoints.append(("http", *self.http.start()))

@@ -97,6 +97,10 @@ class ArrivalLog:
         self.enabled = False
         last = next(key_range(db, ARRIVAL, keys.space_end(ARRIVAL), reverse=True), None)
         self.next_seq = _SEQ.unpack_from(last[0], 1)[0] + 1 if last is not None else 1
+        # A consumer that passed every entry on has deleted them all: numbering goes on past its cursor, or new
+        # entries would fall behind it.
+        for _key, value in key_range(db, CONSUMER, keys.space_end(CONSUMER)):
+            self.next_seq = max(self.next_seq, Cursor.decode(value).next)
 
     def record(self, table_id: int, arrival_ns: int, rows: bytes) -> Put:
         """The log entry of one append, to be written in the same batch as its readings."""

@@ -115,3 +115,21 @@ def test_advancing_a_cursor_saves_it_and_deletes_the_entries_behind_it(tmp_path:
         await store.close()
 
     asyncio.run(scenario())
+
+
+def test_numbering_goes_on_past_a_cursor_that_passed_every_entry(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        store = TimeSeriesStore(tmp_path / "db")
+        store.arrivals.enabled = True
+        for i in range(3):
+            await store.append("t", [("a", i * S, float(i))], durable=True)
+        await store.writer.write(store.arrivals.advance("up", Cursor(4)), durable=True)
+        await store.close()
+        store = TimeSeriesStore(tmp_path / "db")
+        store.arrivals.enabled = True
+        assert logged(store) == []
+        await store.append("t", [("a", 9 * S, 9.0)], durable=True)
+        assert logged(store, store.arrivals.cursor("up").next) == [(4, "T", [("a", 9 * S, 9.0)])]
+        await store.close()
+
+    asyncio.run(scenario())
