@@ -6,8 +6,8 @@ writes are handed to the event loop that owns the store's group commit, and the 
 
 The other route groups live in their own modules, each with a `register(app, ctx)`: rest.py (tables, series,
 latest, /api/query), watch.py (/db/watch server-sent events, fed by hub.py), metrics.py (/metrics, /api/status),
-backup.py (/api/backup) and openapi.py (/api/openapi.json, the description of all of them). docs/http.md describes
-the API for its users.
+uplink.py (/api/uplink), backup.py (/api/backup) and openapi.py (/api/openapi.json, the description of all of
+them). docs/http.md describes the API for its users.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import bottle
 import orjson
 
 from gateway import __version__
-from gateway.http import backup, cors, devices, metrics, openapi, page, rest, sql, tql, watch
+from gateway.http import backup, cors, devices, metrics, openapi, page, rest, sql, tql, uplink, watch
 from gateway.http.base import (
     ApiContext,
     ApiError,
@@ -179,6 +179,7 @@ def make_app(ctx: ApiContext) -> bottle.Bottle:
     metrics.register(app, ctx)
     backup.register(app, ctx)
     tql.register(app, ctx)  # /db/tql and the files of its charts (docs/tql.md)
+    uplink.register(app, ctx)  # /api/uplink: the connection to the upstream broker
     openapi.register(app, ctx)
     page.register(app)  # the web page (/ and its assets): no API route, so not in the OpenAPI document
 

@@ -88,6 +88,9 @@ class ApiContext:
     activity: Activity | None = None
     # The listeners as (name, host, port), with the ports really bound: where sensors should connect.
     listeners: Callable[[], list[tuple[str, str, int]]] = lambda: []
+    # The uplink's status (gateway/uplink/link.py `Uplink.status`), for /api/uplink, /metrics and /api/status; to be
+    # called on the event loop (call_on_loop). None: no uplink is configured.
+    uplink: Callable[[], dict[str, Any]] | None = None
 
 
 class ApiError(Exception):

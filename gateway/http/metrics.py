@@ -2,7 +2,8 @@
 
 The numbers of the other parts reach the HTTP layer as one plain `Status` (base.py), which app.py copies out of
 the broker, the ingest hook and the store at each request: this module knows nothing of their classes. What belongs
-to the process itself (memory, disk, uptime) and to the HTTP layer (watchers) is read here.
+to the process itself (memory, disk, uptime) and to the HTTP layer (watchers) is read here. The uplink's figures,
+when there is an uplink, are the dict of `Uplink.status()`, read on the event loop (uplink.py).
 """
 
 from __future__ import annotations
@@ -10,14 +11,16 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import bottle
 
 from gateway import __version__
 from gateway.http.base import ApiContext, ApiError, Body, Status, handler, json_response
+from gateway.http.uplink import uplink_status
 
 __all__ = ["Metric", "dir_bytes", "exposition", "gather", "register", "resident_bytes"]
 
@@ -57,9 +60,14 @@ def dir_bytes(path: Path) -> int:
 
 
 def gather(
-    status: Status, watchers: int, watch_dropped: int, now: float | None = None, mdns_name: str = ""
+    status: Status,
+    watchers: int,
+    watch_dropped: int,
+    now: float | None = None,
+    mdns_name: str = "",
+    uplink: Mapping[str, Any] | None = None,
 ) -> list[Metric]:
-    """Every metric, in the order /metrics lists them."""
+    """Every metric, in the order /metrics lists them; `uplink` is `Uplink.status()`, None without an uplink."""
     now = time.time() if now is None else now
     s = status
     metrics = [
@@ -165,16 +173,114 @@ def gather(
             ),
             Metric("data_bytes", "gauge", "Bytes of files in the data directory.", dir_bytes(s.data_dir)),
         ]
+    if uplink is not None:
+        metrics += uplink_metrics(uplink)
+    return metrics
+
+
+def uplink_metrics(uplink: Mapping[str, Any]) -> list[Metric]:
+    """The uplink's figures (`Uplink.status()`). Per-table samples exist only for the tables that have some: none at
+    all while nothing waits, nothing was dropped, nothing was refused."""
+    metrics = [
+        Metric(
+            "uplink_connected",
+            "gauge",
+            "1 while the uplink is connected to the upstream broker, else 0.",
+            int(bool(uplink["connected"])),
+        ),
+        Metric(
+            "uplink_connect_attempts_total",
+            "counter",
+            "Attempts to connect to the upstream broker.",
+            uplink["connect_attempts"],
+        ),
+        Metric(
+            "uplink_commands_received_total",
+            "counter",
+            "Commands received from the upstream and published here.",
+            uplink["commands_received"],
+        ),
+    ]
+    forwarding = uplink.get("forwarding")
+    if forwarding is not None:
+        oldest = forwarding["oldest_waiting_seconds"]
+        metrics += [
+            Metric(
+                "uplink_backlog_readings",
+                "gauge",
+                "Readings stored and not yet forwarded, per table.",
+                count,
+                (("table", table),),
+            )
+            for table, count in forwarding["backlog_by_table"].items()
+        ]
+        metrics += [
+            Metric(
+                "uplink_oldest_waiting_seconds",
+                "gauge",
+                "Seconds since the oldest reading not yet forwarded arrived; 0 when none waits.",
+                0 if oldest is None else oldest,
+            ),
+            Metric(
+                "uplink_forwarded_readings_total",
+                "counter",
+                "Readings forwarded and acknowledged by the upstream.",
+                forwarding["forwarded"],
+            ),
+            Metric(
+                "uplink_messages_total",
+                "counter",
+                "Messages of readings forwarded and acknowledged by the upstream.",
+                forwarding["messages"],
+            ),
+        ]
+        metrics += [
+            Metric(
+                "uplink_dropped_readings_total",
+                "counter",
+                "Readings deleted (by retention, or with their table) before they could be forwarded, per table.",
+                count,
+                (("table", table),),
+            )
+            for table, count in forwarding["dropped_by_table"].items()
+        ]
+        metrics += [
+            Metric(
+                "uplink_refused_readings_total",
+                "counter",
+                "Readings the upstream refused (MQTT 5 reason codes) and that are not sent again, per table.",
+                count,
+                (("table", table),),
+            )
+            for table, count in forwarding["refused_by_table"].items()
+        ]
+    bridge = uplink.get("bridge")
+    if bridge is not None:
+        metrics += [
+            Metric(
+                "uplink_bridge_sent_total", "counter", "Local messages sent up by the topic bridge.", bridge["sent"]
+            ),
+            Metric(
+                "uplink_bridge_queued_messages",
+                "gauge",
+                "Local messages of the topic bridge waiting to go up or to be acknowledged.",
+                bridge["queued"],
+            ),
+        ]
     return metrics
 
 
 def exposition(metrics: Iterable[Metric]) -> str:
-    """The Prometheus text format 0.0.4: HELP and TYPE, then the sample, per metric."""
+    """The Prometheus text format 0.0.4: HELP and TYPE, then the samples, per metric; the samples of one metric
+    (its label values: one per table) follow each other, under one HELP and TYPE."""
     lines = []
+    previous = ""
     for metric in metrics:
         name = PREFIX + metric.name
         text = metric.help.replace("\\", "\\\\").replace("\n", "\\n")
-        lines += [f"# HELP {name} {text}", f"# TYPE {name} {metric.kind}"]
+        if name != previous:
+            lines += [f"# HELP {name} {text}", f"# TYPE {name} {metric.kind}"]
+        previous = name
         labels = ",".join(f'{key}="{_label_value(value)}"' for key, value in metric.labels)
         lines.append(f"{name}{{{labels}}} {_number(metric.value)}" if labels else f"{name} {_number(metric.value)}")
     return "\n".join(lines) + "\n"
@@ -197,20 +303,23 @@ def _number(value: float) -> str:
 def register(app: bottle.Bottle, ctx: ApiContext) -> None:
     handle = handler(ctx)
 
-    def current() -> list[Metric]:
+    def current(uplink: Mapping[str, Any] | None) -> list[Metric]:
         if ctx.status is None:
             raise ApiError(503, "status figures are not available in this gateway")
         hub = ctx.watch
-        return gather(ctx.status(), hub.watchers if hub else 0, hub.dropped if hub else 0, mdns_name=ctx.mdns_name())
+        watchers, dropped = (hub.watchers, hub.dropped) if hub else (0, 0)
+        return gather(ctx.status(), watchers, dropped, mdns_name=ctx.mdns_name(), uplink=uplink)
 
     def prometheus(started: float) -> Body:
-        text = exposition(current())
+        text = exposition(current(uplink_status(ctx)))
         bottle.response.content_type = CONTENT_TYPE
         return text
 
     def api_status(started: float) -> Body:
-        # Labelled metrics carry text (the version, the mDNS name): it is given beside the figures instead.
-        figures: dict[str, object] = {metric.name: metric.value for metric in current() if not metric.labels}
+        uplink = uplink_status(ctx)
+        # Labelled metrics carry text (the version, the mDNS name, a table's name): it is given beside the figures
+        # instead, and the uplink's backlog as its total.
+        figures: dict[str, object] = {metric.name: metric.value for metric in current(uplink) if not metric.labels}
         mdns_name = ctx.mdns_name() or None
         listeners = [{"name": name, "host": host, "port": port} for name, host, port in ctx.listeners()]
         answer = {
@@ -219,8 +328,22 @@ def register(app: bottle.Bottle, ctx: ApiContext) -> None:
             "name": ctx.name,
             "mdns_name": mdns_name,
             "listeners": listeners,
+            "uplink": _uplink_summary(uplink),
         }
         return json_response(200, {**answer, "status": figures})
 
     app.route("/metrics", "GET", handle(prometheus))
     app.route("/api/status", "GET", handle(api_status))
+
+
+def _uplink_summary(uplink: Mapping[str, Any] | None) -> dict[str, object]:
+    """The uplink in a few words, for /api/status: /api/uplink has the rest."""
+    if uplink is None:
+        return {"enabled": False}
+    forwarding = uplink.get("forwarding")
+    return {
+        "enabled": True,
+        "connected": uplink["connected"],
+        "backlog": None if forwarding is None else forwarding["backlog"],
+        "last_error": uplink["last_error"],
+    }

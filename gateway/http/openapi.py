@@ -84,6 +84,8 @@ _DURATION = {
 }
 _AGGREGATE = {"enum": ["avg", "min", "max", "sum", "count", "first", "last"]}
 
+_PER_TABLE: Json = {"type": "object", "additionalProperties": {"type": "integer"}, "examples": [{"SENSORS": 120}]}
+
 _SCHEMAS: dict[str, Json] = {
     "Error": {
         "type": "object",
@@ -158,6 +160,73 @@ _SCHEMAS: dict[str, Json] = {
                     "columns": {"type": "array", "items": {"type": "string"}},
                     "types": {"type": "array", "items": {"type": "string"}},
                     "rows": {"type": "array", "items": {"type": "array"}},
+                },
+            },
+        },
+    },
+    "Uplink": {
+        "type": "object",
+        "required": ["success", "enabled"],
+        "properties": {
+            "success": {"const": True},
+            "enabled": {"type": "boolean", "description": "Whether an uplink is configured ([uplink] url)."},
+            "url": {
+                "type": "string",
+                "description": "The upstream, without its password.",
+                "examples": ["mqtt://h:1883"],
+            },
+            "client_id": {"type": "string", "description": "The client id at the upstream."},
+            "connected": {"type": "boolean"},
+            "connected_since": {
+                "type": ["number", "null"],
+                "description": "Unix time of the connection; null when none.",
+            },
+            "disconnected_since": {
+                "type": ["number", "null"],
+                "description": "Unix time the last connection ended (or the gateway started); null while connected.",
+            },
+            "last_error": {"type": ["string", "null"], "description": "Why the last attempt or connection failed."},
+            "last_error_at": {"type": ["number", "null"], "description": "Unix time of last_error."},
+            "connect_attempts": {"type": "integer", "description": "Attempts to connect since the start."},
+            "commands_received": {"type": "integer", "description": "Commands received from the upstream."},
+            "command_topic": {
+                "type": ["string", "null"],
+                "description": "The upstream topic filter commands come from; null when [uplink] commands is off.",
+            },
+            "forwarding": {
+                "type": "object",
+                "description": "Readings stored and forwarded, in the order they arrived.",
+                "properties": {
+                    "backlog": {"type": "integer", "description": "Readings waiting to be forwarded."},
+                    "backlog_by_table": _PER_TABLE,
+                    "oldest_waiting_seconds": {
+                        "type": ["number", "null"],
+                        "description": "How long ago the oldest waiting reading arrived; null when none waits.",
+                    },
+                    "forwarded": {
+                        "type": "integer",
+                        "description": "Readings acknowledged by the upstream since the start.",
+                    },
+                    "messages": {
+                        "type": "integer",
+                        "description": "Messages of readings acknowledged since the start.",
+                    },
+                    "rate": {"type": "number", "description": "Readings acknowledged per second, over the last 10 s."},
+                    "dropped_by_table": {
+                        **_PER_TABLE,
+                        "description": "Readings deleted (retention, a dropped table) before they could go up.",
+                    },
+                    "refused_by_table": {
+                        **_PER_TABLE,
+                        "description": "Readings the upstream refused (MQTT 5 reason codes); not sent again.",
+                    },
+                },
+            },
+            "bridge": {
+                "type": "object",
+                "properties": {
+                    "sent": {"type": "integer", "description": "Local messages sent up since the start."},
+                    "queued": {"type": "integer", "description": "Messages waiting to go up or to be acknowledged."},
                 },
             },
         },
@@ -542,6 +611,18 @@ def _paths() -> dict[str, Json]:
                                     },
                                 },
                             },
+                            "uplink": {
+                                "type": "object",
+                                "description": "The uplink in a few words (GET /api/uplink has the rest): backlog "
+                                "is the readings waiting to be forwarded (null when readings are not forwarded).",
+                                "required": ["enabled"],
+                                "properties": {
+                                    "enabled": {"type": "boolean"},
+                                    "connected": {"type": "boolean"},
+                                    "backlog": {"type": ["integer", "null"]},
+                                    "last_error": {"type": ["string", "null"]},
+                                },
+                            },
                             "status": {
                                 "type": "object",
                                 "description": "Metric names of /metrics without the gateway_ prefix.",
@@ -632,6 +713,17 @@ def _paths() -> dict[str, Json]:
                 },
             }
         },
+        "/api/uplink": {
+            "get": {
+                "operationId": "uplink",
+                "summary": "The uplink to the upstream MQTT broker: connection, backlog, forwarding",
+                "description": "enabled is false, and nothing else is given, when no [uplink] url is configured. "
+                "Times are Unix times (seconds). forwarding is there when readings are forwarded ([uplink] "
+                "forward_readings), bridge when the uplink has its topic bridge.",
+                "security": _READ,
+                "responses": {"200": _json(_ref("Uplink"), "The uplink's state."), **_errors()},
+            }
+        },
         "/metrics": {
             "get": {
                 "operationId": "metrics",
@@ -639,7 +731,7 @@ def _paths() -> dict[str, Json]:
                 "security": _READ,
                 "responses": {
                     "200": {
-                        "description": "gateway_* metrics: MQTT, ingest, store, disk, memory, uptime.",
+                        "description": "gateway_* metrics: MQTT, ingest, store, disk, memory, uptime, uplink.",
                         "content": {"text/plain": {"schema": {"type": "string"}}},
                     },
                     **_errors(503),

@@ -31,21 +31,21 @@ class Bridge:
         self._client: UpstreamClient | None = None
         self._session: Session | None = None
         self._broker = broker
-        self._filters = filters
+        self.filters = filters
 
     def start(self) -> None:
         """Attach to the session (kept from the last run with its queue) and subscribe to the filters."""
         broker = self._broker
-        if not self._filters:
+        if not self.filters:
             if CLIENT_ID in broker.sessions:  # the bridge was configured before: its queue has nowhere to go
                 session, _ = broker.attach(CLIENT_ID, True, 0, None)
                 broker.detach(session, None, 0)
             return
         session, _present = broker.attach(CLIENT_ID, False, NEVER_EXPIRES, None)
         for topic_filter in list(session.subscriptions):
-            if topic_filter not in self._filters:
+            if topic_filter not in self.filters:
                 broker.unsubscribe(session, topic_filter)
-        for topic_filter in self._filters:
+        for topic_filter in self.filters:
             code, _new = broker.subscribe(session, Subscription(topic_filter, qos=1), None)
             if code >= 0x80:
                 log.warning("uplink bridge: the local broker refused %r (reason 0x%02X)", topic_filter, code)

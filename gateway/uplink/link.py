@@ -57,6 +57,7 @@ class Uplink:
         self._task: asyncio.Task[None] | None = None
         self._client: UpstreamClient | None = None
         self.connected_since: float | None = None
+        self.disconnected_since: float | None = time.time()
         self.last_error: str | None = None
         self.last_error_at: float | None = None
         self.attempts = 0
@@ -109,7 +110,7 @@ class Uplink:
             on_message=self._command,
         )
         self._client = client
-        self.connected_since = time.time()
+        self.connected_since, self.disconnected_since = time.time(), None
         log.info("uplink connected to %s as %s", settings.url, settings.client_id)
         try:
             if settings.command_prefix is not None:
@@ -124,7 +125,7 @@ class Uplink:
             else:
                 raise await client.wait_closed()
         finally:
-            self.connected_since = None
+            self.connected_since, self.disconnected_since = None, time.time()
             self._client = None
             if self.bridge is not None:
                 self.bridge.disconnected()
@@ -154,6 +155,7 @@ class Uplink:
             "client_id": settings.client_id,
             "connected": self.connected_since is not None,
             "connected_since": self.connected_since,
+            "disconnected_since": self.disconnected_since,
             "last_error": self.last_error,
             "last_error_at": self.last_error_at,
             "connect_attempts": self.attempts,
@@ -173,6 +175,6 @@ class Uplink:
                 "dropped_by_table": dict(sorted(forwarder.cursor.dropped.items())),
                 "refused_by_table": dict(sorted(forwarder.refused.items())),
             }
-        if self.bridge is not None:
+        if self.bridge is not None and self.bridge.filters:
             out["bridge"] = {"sent": self.bridge.sent, "queued": self.bridge.queued}
         return out

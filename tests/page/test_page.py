@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
+import socket
+import time
 from collections.abc import Callable
 
 from playwright.sync_api import Locator, Page, expect
 
-from tests.page.conftest import PHONE, Garden, Visit
+from tests.conftest import Client, Gateway
+from tests.page.conftest import DESKTOP, PHONE, Garden, Visit
 from tests.page.sensors import HISTORY_MINUTES
 
 
@@ -67,6 +71,42 @@ def test_overview_shows_the_gateway_its_clients_and_the_latest_readings_as_they_
     page.get_by_role("button", name="Colour theme: light").click()
     expect(page.locator("html")).to_have_attribute("data-theme", "dark")
     v.screenshot("overview-dark")
+
+
+def test_overview_shows_the_uplink_only_when_there_is_one(
+    garden: Garden, visit: Callable[..., Visit], gateway_factory: Callable[..., Gateway], clients: list[Client]
+) -> None:
+    # The garden has no uplink: no card, and no request for one.
+    v = visit(garden.origin)
+    page = v.open()
+    expect(page.locator("#card-ingest")).to_contain_text("stored since start")
+    page.wait_for_timeout(2500)  # a second status answer
+    expect(page.locator("#card-uplink")).to_be_hidden()
+    assert not [url for url in v.requests if "/api/uplink" in url]
+
+    # An upstream where nothing listens: readings wait, and the card says why.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    gateway = gateway_factory(f'[uplink]\nurl = "mqtt://127.0.0.1:{port}"\n', name="uplinked")
+    sensor = Client(gateway.mqtt_port, "uplink-probe")
+    clients.append(sensor)
+    now = time.time_ns()
+    sensor.publish("db/append/PLANT", json.dumps([["temp", now, 21.5], ["hum", now, 40.0], ["lux", now, 300.0]]), qos=1)
+    for viewport, scheme in ((DESKTOP, "light"), (PHONE, "dark")):
+        u = visit(gateway.http_url, viewport=viewport, color_scheme=scheme)
+        page = u.open()
+        card = page.locator("#card-uplink")
+        expect(card).to_be_visible()
+        expect(card.locator(".badge")).to_have_text("not connected")
+        expect(card.locator(".big")).to_have_text("3")
+        expect(card.locator(".card-value")).to_contain_text("readings waiting")
+        expect(card).to_contain_text(f"mqtt://127.0.0.1:{port}")
+        expect(card.locator(".uplink-error.current")).to_contain_text(f"connection to 127.0.0.1:{port} refused")
+        expect(card).to_have_class(re.compile(r"\balert\b"))
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= viewport["width"], f"the overview is {width} px wide on a {viewport['width']} px screen"
+        u.screenshot(f"overview-uplink-{scheme}-{viewport['width']}")
 
 
 def test_the_series_browser_lists_every_series_and_opens_its_history(

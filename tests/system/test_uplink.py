@@ -269,6 +269,8 @@ def test_bridged_topics_go_up_under_the_prefix_also_after_the_upstream_was_away(
         time.sleep(0.3)
     assert sorted(central.messages) == [("site-a/alerts/door", b"open"), ("site-a/alerts/smoke", b"yes")]
     assert uplink(gw)["bridge"]["sent"] == 2
+    with urllib.request.urlopen(gw.http_url + "/metrics", timeout=10) as response:
+        assert "\ngateway_uplink_bridge_sent_total 2\n" in response.read().decode()
 
 
 @pytest.mark.parametrize("url", ["http://hub", "mqtt://"])

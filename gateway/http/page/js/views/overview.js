@@ -1,5 +1,6 @@
 // The landing view: is it working? The gateway's figures (GET /api/status every 2 s; the ingest rate is the change
-// of ingest_readings_total between two answers), where a sensor should connect (its listeners and mDNS name), and
+// of ingest_readings_total between two answers), the uplink to an upstream broker when there is one (GET /api/uplink
+// with each status answer that says it is enabled), where a sensor should connect (its listeners and mDNS name), and
 // the most recently active series with their last values, which change as readings land (GET /db/watch).
 
 import { api, every, watch } from "../api.js";
@@ -36,7 +37,9 @@ export function mount(root, params, signal) {
     uptime: card("Uptime", "card-uptime"),
     disk: card("Disk", "card-disk"),
     memory: card("Memory", "card-memory"),
+    uplink: card("Uplink", "card-uplink"),
   };
+  cards.uplink.hidden = true; // until a status answer says that an uplink is configured
   const tiles = h("div.tiles", { id: "recent" });
   const connect = h("dl.connect", { id: "connect" });
   root.append(
@@ -83,6 +86,9 @@ export function mount(root, params, signal) {
       }
       previous = s;
       showFigures(cards, s, rate, rates);
+      // The uplink's own figures only when it has one: a gateway without an uplink gets one request, not two.
+      const uplink = answer.uplink?.enabled ? await api("/api/uplink") : null;
+      if (!signal.aborted) showUplink(cards.uplink, uplink?.enabled ? uplink : null);
       // Rebuilt only when the listeners change, so that a person can select an address to copy it.
       const now = JSON.stringify([answer.listeners, answer.mdns_name]);
       if (now !== listeners) {
@@ -193,6 +199,69 @@ function showFigures(cards, s, rate, rates) {
     cards.memory,
     [h("span.big", {}, amount), h("span.unit", {}, unit ?? "")],
     h("div", {}, "resident, the whole gateway"),
+  );
+}
+
+// The uplink's card: connected or not (since when), where to, the readings waiting to go up and the oldest one's
+// wait, the forwarding rate, the last error (an alert while not connected), readings dropped or refused if any.
+function showUplink(el, u) {
+  el.hidden = !u;
+  if (!u) return;
+  el.classList.toggle("alert", !u.connected);
+  const f = u.forwarding;
+  const state = u.connected
+    ? h(
+        "div.uplink-state",
+        {},
+        h("span.badge.connected", {}, "connected"),
+        u.connected_since ? agoElement(u.connected_since * 1000, fmt.ago) : null,
+      )
+    : h(
+        "div.uplink-state",
+        {},
+        h("span.badge.down", {}, "not connected"),
+        `${fmt.count(u.connect_attempts)} ${u.connect_attempts === 1 ? "attempt" : "attempts"}`,
+      );
+  const waiting = f?.backlog === 1 ? "reading waiting" : "readings waiting";
+  const value = f
+    ? [h("span.big", {}, fmt.count(f.backlog)), h("span.unit", {}, waiting)]
+    : h("span.unit", {}, "readings are not forwarded");
+  const perTable = (counts) =>
+    Object.entries(counts ?? {})
+      .map(([table, n]) => `${table}: ${fmt.count(n)}`)
+      .join(", ");
+  // Readings that will never go up: deleted (retention, a dropped table) before their turn, or refused upstream.
+  const lost = (counts, what) => {
+    const n = Object.values(counts ?? {}).reduce((a, b) => a + b, 0);
+    return n ? h("div.warning", { title: perTable(counts) }, `⚠ ${fmt.count(n)} readings ${what}`) : null;
+  };
+  fill(
+    el,
+    value,
+    state,
+    f
+      ? h(
+          "div.uplink-forwarding",
+          {},
+          f.oldest_waiting_seconds !== null && f.backlog
+            ? `oldest waiting ${fmt.duration(f.oldest_waiting_seconds)} · `
+            : null,
+          `${fmt.rate(f.rate)} readings/s up`,
+        )
+      : null,
+    h("div", {}, "to ", h("code.uplink-url", {}, u.url)),
+    lost(f?.dropped_by_table, "dropped before they could go up"),
+    lost(f?.refused_by_table, "refused by the upstream"),
+    // While connected, the last error is history; while not, it is why.
+    u.last_error
+      ? h(
+          "div.uplink-error",
+          { class: u.connected ? null : "current", role: u.connected ? null : "note" },
+          u.connected ? "last error: " : null,
+          u.last_error,
+          u.last_error_at ? [" · ", agoElement(u.last_error_at * 1000, fmt.ago)] : null,
+        )
+      : null,
   );
 }
 
