@@ -456,7 +456,10 @@ async def _read_connack(reader: asyncio.StreamReader, parser: Reader, where: str
         try:
             data = await reader.read(_READ_SIZE)
         except _ssl.SSLError as exc:
-            raise UpstreamError(f"TLS error with {where} before CONNACK: {exc.reason or exc}") from None
+            hint = ""
+            if "CERTIFICATE_REQUIRED" in str(exc.reason):
+                hint = ": the upstream wants a client certificate ([uplink] certfile and keyfile)"
+            raise UpstreamError(f"TLS error with {where} before CONNACK: {exc.reason or exc}{hint}") from None
         except OSError as exc:
             raise UpstreamError(f"connection to {where} lost before CONNACK: {exc.strerror or exc}; {_CHECK}") from None
         if not data:

@@ -24,7 +24,7 @@ import pytest
 from gateway.mqttsn import codec
 from tests.conftest import Client, Gateway, wait_until
 from tests.system.test_mqttsn import SnClient
-from tests.uplink.upstream import Subscriber, Upstream
+from tests.uplink.upstream import Subscriber, Upstream, make_client_certificate
 
 GatewayFactory = Callable[..., Gateway]
 S = 1_000_000_000
@@ -128,6 +128,25 @@ def test_tls_with_a_throwaway_ca_and_a_password_file(gateway_factory: GatewayFac
         assert wait_until(lambda: len(rows_by_table(central.messages).get("TEMP", [])) >= 120, timeout=30), uplink(gw)
     assert rows_by_table(central.messages) == {"TEMP": readings}
     assert uplink(gw)["url"].startswith("mqtts://127.0.0.1:")
+
+
+def test_a_client_certificate_for_brokers_that_require_one(gateway_factory: GatewayFactory, tmp_path: Path) -> None:
+    with Upstream(tmp_path, tls=True, extra="require_certificate true\n") as upstream:
+        assert upstream.ca_file is not None and upstream.ca_key is not None
+        cert, key = make_client_certificate(tmp_path, upstream.ca_file, upstream.ca_key, "site-a")
+        central = Subscriber(upstream, "db/#", certificate=(cert, key)).start()
+        try:
+            tls = f'cafile = "{upstream.ca_file}"\nmax_delay = 0.1\n'
+            without = gateway_factory(uplink_config(upstream, tls), name="without")
+            assert wait_until(lambda: uplink(without)["last_error"] is not None)
+            assert not uplink(without)["connected"]
+            assert "wants a client certificate" in uplink(without)["last_error"]
+            gw = gateway_factory(uplink_config(upstream, tls + f'certfile = "{cert}"\nkeyfile = "{key}"\n'))
+            readings = publish_readings(gw, "temp", 20)
+            assert wait_until(lambda: len(rows_by_table(central.messages).get("TEMP", [])) >= 20), uplink(gw)
+        finally:
+            central.stop()
+    assert rows_by_table(central.messages) == {"TEMP": readings}
 
 
 def test_wrong_credentials_show_in_the_status_and_local_ingest_goes_on(

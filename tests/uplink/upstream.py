@@ -73,19 +73,30 @@ def make_ca(directory: Path, name: str = "Throwaway Test CA") -> tuple[Path, Pat
 
 def make_server_certificate(directory: Path, ca_cert: Path, ca_key: Path) -> tuple[Path, Path]:
     """A server certificate for localhost and 127.0.0.1 signed by the CA: (certificate, key) PEM files."""
-    cert, key, request = directory / "server.pem", directory / "server.key", directory / "server.csr"
-    extensions = directory / "server.ext"
+    return _signed_certificate(directory, "server", "localhost", ca_cert, ca_key, "serverAuth")
+
+
+def make_client_certificate(directory: Path, ca_cert: Path, ca_key: Path, name: str) -> tuple[Path, Path]:
+    """A client certificate for `name` (its CN) signed by the CA, as cloud brokers ask of devices."""
+    return _signed_certificate(directory, f"client-{name}", name, ca_cert, ca_key, "clientAuth")
+
+
+def _signed_certificate(
+    directory: Path, stem: str, common_name: str, ca_cert: Path, ca_key: Path, usage: str
+) -> tuple[Path, Path]:
+    cert, key, request = directory / f"{stem}.pem", directory / f"{stem}.key", directory / f"{stem}.csr"
+    extensions = directory / f"{stem}.ext"
     extensions.write_text(
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\n"
-        "basicConstraints=critical,CA:FALSE\n"
+        ("subjectAltName=DNS:localhost,IP:127.0.0.1\n" if usage == "serverAuth" else "")
+        + "basicConstraints=critical,CA:FALSE\n"
         "keyUsage=critical,digitalSignature,keyEncipherment\n"
-        "extendedKeyUsage=serverAuth\n"
+        f"extendedKeyUsage={usage}\n"
         "subjectKeyIdentifier=hash\n"
         "authorityKeyIdentifier=keyid\n"
     )
     _openssl(
         *("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"),
-        *("-subj", "/CN=localhost", "-keyout", str(key), "-out", str(request)),
+        *("-subj", f"/CN={common_name}", "-keyout", str(key), "-out", str(request)),
     )
     _openssl(
         *("x509", "-req", "-in", str(request), "-CA", str(ca_cert), "-CAkey", str(ca_key), "-CAcreateserial"),
@@ -133,6 +144,7 @@ class Upstream:
         self._process: subprocess.Popen[bytes] | None = None
         self._starts = 0
         self.ca_file: Path | None = None
+        self.ca_key: Path | None = None  # signs client certificates (make_client_certificate)
         lines = [
             f"listener {self._port} {HOST}",
             f"allow_anonymous {'true' if allow_anonymous else 'false'}",
@@ -157,8 +169,8 @@ class Upstream:
                 )
             lines.append(f"password_file {password_file}")
         if tls:
-            self.ca_file, ca_key = make_ca(self.directory / "ca")
-            cert, key = make_server_certificate(self.directory, self.ca_file, ca_key)
+            self.ca_file, self.ca_key = make_ca(self.directory / "ca")
+            cert, key = make_server_certificate(self.directory, self.ca_file, self.ca_key)
             lines += [f"cafile {self.ca_file}", f"certfile {cert}", f"keyfile {key}"]
         if acl is not None:
             acl_file = self.directory / "acl"
@@ -298,6 +310,7 @@ class Subscriber:
         version: int = 4,
         client_id: str = "",
         clean_session: bool = True,
+        certificate: tuple[Path, Path] | None = None,
     ) -> None:
         self.upstream = upstream
         self.topic_filter = topic_filter
@@ -312,7 +325,8 @@ class Subscriber:
         if username is not None:
             self._client.username_pw_set(username, password)
         if upstream.ca_file is not None:
-            self._client.tls_set(ca_certs=str(upstream.ca_file))
+            cert, key = (str(path) for path in certificate) if certificate else (None, None)
+            self._client.tls_set(ca_certs=str(upstream.ca_file), certfile=cert, keyfile=key)
         self._lock = threading.Condition()
         self._messages: list[tuple[str, bytes]] = []
         self._granted: list[int] | None = None
