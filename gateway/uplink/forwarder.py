@@ -266,9 +266,9 @@ class Forwarder:
     async def skip_expired(self) -> None:
         """While the upstream is away: step the cursor over readings retention deleted, so that the log does not
         outgrow the tables' retention."""
-        fmt = self.settings.format
-        while entries := self.arrivals.read(self.cursor.next, fmt.batch_size):
-            chunk = make_chunk(entries, self.store, self._cutoffs(), fmt)
+        fmt, cutoffs = self.settings.format, self._cutoffs()
+        while entries := self.arrivals.read(self.cursor.next, 1):  # one entry at a time
+            chunk = make_chunk(entries, self.store, cutoffs, fmt)
             if chunk.messages:
                 break
             self._passed(chunk)
