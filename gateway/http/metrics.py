@@ -204,16 +204,12 @@ def uplink_metrics(uplink: Mapping[str, Any]) -> list[Metric]:
     forwarding = uplink.get("forwarding")
     if forwarding is not None:
         oldest = forwarding["oldest_waiting_seconds"]
-        metrics += [
-            Metric(
-                "uplink_backlog_readings",
-                "gauge",
-                "Readings stored and not yet forwarded, per table.",
-                count,
-                (("table", table),),
-            )
-            for table, count in forwarding["backlog_by_table"].items()
-        ]
+        metrics += _per_table(
+            "uplink_backlog_readings",
+            "gauge",
+            "Readings stored and not yet forwarded, per table.",
+            forwarding["backlog_by_table"],
+        )
         metrics += [
             Metric(
                 "uplink_oldest_waiting_seconds",
@@ -234,26 +230,18 @@ def uplink_metrics(uplink: Mapping[str, Any]) -> list[Metric]:
                 forwarding["messages"],
             ),
         ]
-        metrics += [
-            Metric(
-                "uplink_dropped_readings_total",
-                "counter",
-                "Readings deleted (by retention, or with their table) before they could be forwarded, per table.",
-                count,
-                (("table", table),),
-            )
-            for table, count in forwarding["dropped_by_table"].items()
-        ]
-        metrics += [
-            Metric(
-                "uplink_refused_readings_total",
-                "counter",
-                "Readings the upstream refused (MQTT 5 reason codes) and that are not sent again, per table.",
-                count,
-                (("table", table),),
-            )
-            for table, count in forwarding["refused_by_table"].items()
-        ]
+        metrics += _per_table(
+            "uplink_dropped_readings_total",
+            "counter",
+            "Readings deleted (by retention, or with their table) before they could be forwarded, per table.",
+            forwarding["dropped_by_table"],
+        )
+        metrics += _per_table(
+            "uplink_refused_readings_total",
+            "counter",
+            "Readings the upstream refused (MQTT 5 reason codes) and that are not sent again, per table.",
+            forwarding["refused_by_table"],
+        )
     bridge = uplink.get("bridge")
     if bridge is not None:
         metrics += [
@@ -347,3 +335,8 @@ def _uplink_summary(uplink: Mapping[str, Any] | None) -> dict[str, object]:
         "backlog": None if forwarding is None else forwarding["backlog"],
         "last_error": uplink["last_error"],
     }
+
+
+def _per_table(name: str, kind: str, help_text: str, counts: dict[str, int]) -> list[Metric]:
+    """One sample per table, labelled with its name."""
+    return [Metric(name, kind, help_text, count, (("table", table),)) for table, count in counts.items()]
