@@ -9,6 +9,7 @@ key is (table, name, time). The entries behind the cursor are deleted once a min
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -135,6 +136,8 @@ class Forwarder:
                 position = chunk.end
                 self._settle(pending)
         finally:
+            with contextlib.suppress(UpstreamError):
+                self._settle(pending)  # what was acknowledged before the end counts, also when cancelled
             for _chunk, futures in pending:
                 for future in futures:
                     future.remove_done_callback(self._ack_arrived)

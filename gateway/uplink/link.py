@@ -86,6 +86,9 @@ class Uplink:
                 await self._connected_once()
             except UpstreamError as exc:
                 self._note(str(exc))
+            except Exception as exc:  # a bug must not end the uplink for good: logged, then retried
+                log.exception("uplink: unexpected error")
+                self._note(f"unexpected error: {exc!r}")
             if time.monotonic() - began > STEADY:
                 delay = 1.0
             # Equal jitter: gateways that lost the same upstream do not all come back in the same second.
@@ -107,6 +110,8 @@ class Uplink:
             password=settings.password,
             ssl=settings.ssl,
             keep_alive=settings.keep_alive,
+            # With commands, a session the upstream keeps: it holds the commands sent while the link is down.
+            clean_start=settings.command_prefix is None,
             on_message=self._command,
         )
         self._client = client

@@ -256,6 +256,26 @@ def test_commands_from_upstream_reach_a_local_subscriber_and_a_sleeping_mqttsn_c
         assert uplink(gw)["commands_received"] == 1
 
 
+@pytest.mark.parametrize("version", ["3.1.1", "5"])
+def test_commands_sent_while_the_gateway_is_away_wait_upstream_for_it(
+    gateway_factory: GatewayFactory, tmp_path: Path, clients: list[Client], version: str
+) -> None:
+    with Upstream(tmp_path) as upstream:
+        gw = gateway_factory(uplink_config(upstream, f'version = "{version}"\n'))
+        assert wait_until(lambda: uplink(gw)["connected"])
+        actuator = Client(gw.mqtt_port, "actuator", clean=False)
+        clients.append(actuator)
+        actuator.subscribe("cmd/#", 1)
+        actuator.close()
+        gw.stop()
+        upstream.publish("cmd/site-a/pump/speed", b"3", qos=1)  # the gateway's session at the upstream keeps it
+        gw.start()
+        back = Client(gw.mqtt_port, "actuator", clean=False)
+        clients.append(back)
+        message = back.expect(timeout=20)
+        assert (message.topic, message.payload) == ("cmd/pump/speed", b"3")
+
+
 def test_mqtt5_refusals_are_counted_per_table_and_the_rest_goes_on(
     gateway_factory: GatewayFactory, tmp_path: Path
 ) -> None:
