@@ -67,6 +67,7 @@ bench: debs $(VENV)/.test-deps
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/mqttsn.py
 	$(BIN)/python bench/sdwear.py
+	$(BIN)/python bench/uplink.py
 
 # The SD image (docs/image.md): built as root on an x86_64 Debian machine, in about 30 minutes; `make image-test`
 # boots it under QEMU (several more minutes). Neither is part of `make test`.
