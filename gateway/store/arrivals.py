@@ -14,10 +14,12 @@ is configured (`ArrivalLog.enabled`), so a gateway without one pays nothing for 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 
 from rocksdict import Rdict
 
@@ -50,12 +52,6 @@ class Arrival:
     @property
     def count(self) -> int:
         return len(self.data) // ROW.size
-
-    def rows(self) -> Iterator[tuple[int, int, float]]:
-        """(series id, time ns, value) of each reading."""
-        shift = keys.TIME_SHIFT
-        for _space, series_id, shifted, value in ROW.iter_unpack(self.data):
-            yield series_id, shifted - shift, value
 
 
 def encode_entry(table_id: int, arrival_ns: int, rows: bytes) -> bytes:
@@ -91,34 +87,67 @@ class Cursor:
         return cls(int(record["next"]), {str(k): int(v) for k, v in record.get("dropped", {}).items()})
 
 
+@dataclass(slots=True)
+class _Unwritten:
+    """The entries recorded into one batch of the writer, until it is written."""
+
+    end: int = 0  # the sequence number after the last of them
+    counts: list[tuple[int, int]] = field(default_factory=list)  # (table id, readings) per entry
+
+
 class ArrivalLog:
     def __init__(self, db: Rdict) -> None:
         self._db = db
         self.enabled = False
+        # Told, on the event loop, of the entries of each batch once it is written: (table id, readings) each.
+        self.on_written: Callable[[list[tuple[int, int]]], None] | None = None
+        self._batch: asyncio.Future[None] | None = None
+        self._unwritten = _Unwritten()
+        self._recorded: list[tuple[int, int]] = []
         last = next(key_range(db, ARRIVAL, keys.space_end(ARRIVAL), reverse=True), None)
         self.next_seq = _SEQ.unpack_from(last[0], 1)[0] + 1 if last is not None else 1
         # A consumer that passed every entry on has deleted them all: numbering goes on past its cursor, or new
         # entries would fall behind it.
         for _key, value in key_range(db, CONSUMER, keys.space_end(CONSUMER)):
             self.next_seq = max(self.next_seq, Cursor.decode(value).next)
+        # Entries below it are written: a batch is in RocksDB before it is synced and its writers are answered, so
+        # readers stop here rather than pass on readings the gateway has not acknowledged yet.
+        self.readable = self.next_seq
 
     def record(self, table_id: int, arrival_ns: int, rows: bytes) -> Put:
         """The log entry of one append, to be written in the same batch as its readings."""
         seq = self.next_seq
         self.next_seq = seq + 1
+        self._recorded.append((table_id, len(rows) // ROW.size))
         return entry_key(seq), encode_entry(table_id, arrival_ns, rows)
+
+    def submitted(self, batch: asyncio.Future[None]) -> None:
+        """The entries recorded since the last call went into `batch` (the writer's shared future)."""
+        if batch is not self._batch:
+            self._batch, self._unwritten = batch, _Unwritten()
+            batch.add_done_callback(partial(self._written, self._unwritten))
+        self._unwritten.end = self.next_seq
+        self._unwritten.counts += self._recorded
+        self._recorded = []
+
+    def _written(self, unwritten: _Unwritten, batch: asyncio.Future[None]) -> None:
+        if batch.cancelled() or batch.exception() is not None:
+            return  # nothing of it exists: a gap in the numbers
+        self.readable = max(self.readable, unwritten.end)
+        if self.on_written is not None:
+            self.on_written(unwritten.counts)
 
     def entries(self, start_seq: int) -> Iterator[tuple[bytes, bytes]]:
         """The raw entries from `start_seq` on, in order (decode_entry or entry_header reads them)."""
         return key_range(self._db, entry_key(start_seq), keys.space_end(ARRIVAL))
 
     def read(self, start_seq: int, max_rows: int) -> list[Arrival]:
-        """Entries from `start_seq` on, as many as hold up to `max_rows` readings (always at least one, if any)."""
+        """Written entries from `start_seq` on, as many as hold up to `max_rows` readings (at least one, if any)."""
         out: list[Arrival] = []
         rows = 0
         for key, value in self.entries(start_seq):
             entry = decode_entry(key, value)
-            if out and rows + entry.count > max_rows:
+            if entry.seq >= self.readable or (out and rows + entry.count > max_rows):
                 break
             out.append(entry)
             rows += entry.count

@@ -248,6 +248,8 @@ class TimeSeriesStore:
             rows = b"".join(key + value for key, value in cast(list[Put], puts) if key[0] == reading)
             puts.append(self.arrivals.record(table_id, time.time_ns(), rows))
         batch = self.writer.submit(puts, durable=durable)
+        if self.arrivals.enabled and readings:
+            self.arrivals.submitted(batch)
         if self.listeners:
             if batch is not self._told_batch:
                 self._told_batch, self._to_tell = batch, []

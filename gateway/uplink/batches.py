@@ -14,7 +14,8 @@ from typing import Protocol
 
 import orjson
 
-from gateway.store.arrivals import Arrival
+from gateway.store import keys
+from gateway.store.arrivals import ROW, Arrival
 from gateway.store.database import Table
 
 # Bytes a PUBLISH adds to its payload beyond the topic: fixed header, topic length, packet id, properties.
@@ -65,6 +66,8 @@ def make_chunk(entries: Sequence[Arrival], names: Names, cutoffs: dict[str, int]
     oldest time it keeps: older readings were (or are about to be) deleted, so they are counted, not sent."""
     chunk = Chunk(entries[-1].seq + 1, oldest_ns=entries[0].arrival_ns)
     rows: dict[str, list[tuple[str, int, float]]] = {}
+    series_names: dict[int, str | None] = {}
+    shift = keys.TIME_SHIFT
     for entry in entries:
         table = names.table_by_id(entry.table_id)
         label = table.name if table is not None else DROPPED_TABLE
@@ -72,15 +75,17 @@ def make_chunk(entries: Sequence[Arrival], names: Names, cutoffs: dict[str, int]
         if table is None:
             chunk.dropped[label] = chunk.dropped.get(label, 0) + entry.count
             continue
-        cutoff = cutoffs.get(table.name)
+        # Shifted times compared with a shifted cutoff, names looked up once per series: this runs per reading.
+        cutoff = cutoffs.get(table.name, keys.MIN_TIME) + keys.TIME_SHIFT
         kept = rows.setdefault(table.name, [])
         before = len(kept)
-        series_name = names.series_name
-        for series_id, time_ns, value in entry.rows():
-            name = series_name(series_id)
-            if name is None or (cutoff is not None and time_ns < cutoff):
+        for _space, series_id, shifted, value in ROW.iter_unpack(entry.data):
+            name = series_names.get(series_id, "")
+            if name == "":
+                name = series_names[series_id] = names.series_name(series_id)
+            if name is None or shifted < cutoff:
                 continue
-            kept.append((name, time_ns, value))
+            kept.append((name, shifted - shift, value))
         lost = entry.count - (len(kept) - before)
         if lost:
             chunk.dropped[table.name] = chunk.dropped.get(table.name, 0) + lost

@@ -13,7 +13,6 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from gateway.store.arrivals import entry_header
@@ -67,7 +66,7 @@ class Forwarder:
         self._saved_at = 0.0
         self._trimmed_at = time.monotonic()
         self._count_backlog()
-        store.listeners.append(self._stored)
+        self.arrivals.on_written = self._written
 
     def _count_backlog(self) -> None:
         names: dict[int, str] = {}
@@ -79,9 +78,16 @@ class Forwarder:
                 name = names[table_id] = table.name if table is not None else DROPPED_TABLE
             self.backlog[name] = self.backlog.get(name, 0) + count
 
-    def _stored(self, table: str, readings: Sequence[tuple[str, int, float]]) -> None:
-        self.backlog[table] = self.backlog.get(table, 0) + len(readings)
-        self._fresh += len(readings)
+    def _written(self, entries: list[tuple[int, int]]) -> None:
+        """New entries are readable: counted in the backlog when they become so, never before the reader sees them."""
+        per_table: dict[int, int] = {}
+        for table_id, count in entries:
+            per_table[table_id] = per_table.get(table_id, 0) + count
+        for table_id, count in per_table.items():
+            table = self.store.table_by_id(table_id)
+            name = table.name if table is not None else DROPPED_TABLE
+            self.backlog[name] = self.backlog.get(name, 0) + count
+            self._fresh += count
         if self._fresh >= self._want:
             self._arrived.set()
 
@@ -135,6 +141,9 @@ class Forwarder:
                 pending.append((chunk, futures))
                 position = chunk.end
                 self._settle(pending)
+                # A turn for everything else on the loop between chunks: a backlog catching up must not hold up
+                # local ingest for a whole window of chunks.
+                await asyncio.sleep(0)
         finally:
             with contextlib.suppress(UpstreamError):
                 self._settle(pending)  # what was acknowledged before the end counts, also when cancelled

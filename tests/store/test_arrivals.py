@@ -1,13 +1,15 @@
 """The arrival log on a real RocksDB: one entry per append, in the same write as its readings, in arrival order."""
 
 import asyncio
+import threading
 from pathlib import Path
 
 import pytest
 
-from gateway.store.arrivals import Cursor, decode_entry
+from gateway.store.arrivals import ROW, Cursor, decode_entry
 from gateway.store.database import TimeSeriesStore
-from gateway.store.writer import WriteFailed
+from gateway.store.keys import TIME_SHIFT
+from gateway.store.writer import Op, WriteFailed
 
 S = 1_000_000_000
 
@@ -19,7 +21,7 @@ def logged(store: TimeSeriesStore, start: int = 0) -> list[tuple[int, str, list[
         entry = decode_entry(key, value)
         table = store.table_by_id(entry.table_id)
         assert table is not None
-        rows = [(store.series_name(series), time_ns, v) for series, time_ns, v in entry.rows()]
+        rows = [(store.series_name(series), t - TIME_SHIFT, v) for _r, series, t, v in ROW.iter_unpack(entry.data)]
         out.append((entry.seq, table.name, rows))
     return out
 
@@ -130,6 +132,39 @@ def test_numbering_goes_on_past_a_cursor_that_passed_every_entry(tmp_path: Path)
         assert logged(store) == []
         await store.append("t", [("a", 9 * S, 9.0)], durable=True)
         assert logged(store, store.arrivals.cursor("up").next) == [(4, "T", [("a", 9 * S, 9.0)])]
+        await store.close()
+
+    asyncio.run(scenario())
+
+
+def test_an_entry_is_readable_only_once_its_batch_is_synced_and_answered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer's thread puts a batch into RocksDB before it syncs it and answers its writers: a reader must not
+    pass on readings the gateway has not acknowledged yet (they could still be lost in a power cut)."""
+
+    async def scenario() -> None:
+        store = TimeSeriesStore(tmp_path / "db")
+        store.arrivals.enabled = True
+        told: list[list[tuple[int, int]]] = []
+        store.arrivals.on_written = told.append
+        synced = threading.Event()
+        commit = store.writer._commit
+
+        def slow_sync(puts: list[Op], durable: bool, dirty: set[tuple[int, int]]) -> None:
+            commit(puts, False, dirty)  # in RocksDB, not yet synced
+            synced.wait(10)
+
+        monkeypatch.setattr(store.writer, "_commit", slow_sync)
+        batch = store.append_nowait("t", [("a", S, 1.0), ("b", S, 2.0)], durable=True)
+        await asyncio.sleep(0.2)
+        assert [seq for seq, _t, _r in logged(store)] == [1], "the entry is in RocksDB"
+        assert store.arrivals.read(1, 100) == [] and told == []
+        synced.set()
+        await asyncio.shield(batch)
+        assert [entry.seq for entry in store.arrivals.read(1, 100)] == [1]
+        table = store.table("t")
+        assert table is not None and told == [[(table.id, 2)]]
         await store.close()
 
     asyncio.run(scenario())
