@@ -14,9 +14,9 @@ from gateway.store.writer import Op, WriteFailed
 S = 1_000_000_000
 
 
-def logged(store: TimeSeriesStore, start: int = 0) -> list[tuple[int, str, list[tuple[str, int, float]]]]:
+def logged(store: TimeSeriesStore, start: int = 0) -> list[tuple[int, str, list[tuple[str | None, int, float]]]]:
     """(seq, table, readings) of every entry from `start` on."""
-    out = []
+    out: list[tuple[int, str, list[tuple[str | None, int, float]]]] = []
     for key, value in store.arrivals.entries(start):
         entry = decode_entry(key, value)
         table = store.table_by_id(entry.table_id)

@@ -16,8 +16,10 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 import pytest
@@ -163,7 +165,7 @@ def test_wrong_credentials_show_in_the_status_and_local_ingest_goes_on(
         assert not status["connected"]
         assert "wrong" not in status["url"], "the password is never shown"
         publish_readings(gw, "temp", 300)
-        assert get(gw, "/db/query?q=" + urllib.request.quote("select count(*) from temp"))["data"]["rows"] == [[300]]
+        assert get(gw, "/db/query?q=" + quote("select count(*) from temp"))["data"]["rows"] == [[300]]
         assert uplink(gw)["forwarding"]["backlog"] == 300
     assert gw.log().count("not authorized") == 1, "logged once per change, not at every retry"
 
@@ -190,7 +192,7 @@ def test_kill_9_in_the_middle_of_a_backlog_loses_nothing(gateway_factory: Gatewa
     duplicates = sum(n - 1 for n in counts.values())
     print(f"kill -9 after {before} of 4000 readings: {duplicates} duplicates sent again after the restart")
     assert duplicates <= 1200, "at most about a second of forwarding (plus the window) goes again"
-    first = {}
+    first: dict[tuple[str, int, float], int] = {}
     for index, reading in enumerate(got):
         first.setdefault(reading, index)
     assert sorted(first, key=first.__getitem__) == readings, "first arrivals keep the order of arrival"
@@ -212,12 +214,16 @@ def test_a_second_gateway_as_hub_stores_exactly_the_site_readings(gateway_factor
 
     def rows(gateway: Gateway, table: str) -> list[list[Any]]:
         sql = f"select name, time, value from {table} order by name, time"
-        result: list[list[Any]] = get(gateway, "/db/query?timeformat=ns&q=" + urllib.request.quote(sql))["data"]["rows"]
+        result: list[list[Any]] = get(gateway, "/db/query?timeformat=ns&q=" + quote(sql))["data"]["rows"]
         return result
 
     assert wait_until(lambda: uplink(site)["forwarding"]["backlog"] == 0, timeout=30), uplink(site)
+
+    def same(table: str) -> bool:
+        return rows(hub, table) == rows(site, table)
+
     for table in ("temp", "hum"):
-        assert wait_until(lambda t=table: rows(hub, t) == rows(site, t), timeout=10), table
+        assert wait_until(partial(same, table), timeout=10), table
     assert len(rows(hub, "temp")) == 800 and len(rows(hub, "hum")) == 40
 
 
