@@ -161,6 +161,10 @@ class ArrivalLog:
             return Cursor()
         return Cursor.decode(data)
 
-    def advance(self, consumer: str, cursor: Cursor) -> list[Op]:
-        """The writes that save `cursor` and delete the entries behind it. Only one consumer may trim the log."""
-        return [(CONSUMER + consumer.encode(), cursor.encode()), DeleteRange(entry_key(0), entry_key(cursor.next))]
+    def advance(self, consumer: str, cursor: Cursor, *, trim: bool) -> list[Op]:
+        """The writes that save `cursor` and, with `trim`, delete the entries behind it (one range delete). Only one
+        consumer may trim the log."""
+        ops: list[Op] = [(CONSUMER + consumer.encode(), cursor.encode())]
+        if trim:
+            ops.append(DeleteRange(entry_key(0), entry_key(cursor.next)))
+        return ops

@@ -65,6 +65,7 @@ class Forwarder:
         self._want = 1  # how many it waits for
         self._saved_at = 0.0
         self._trimmed_at = time.monotonic()
+        self._warned: set[tuple[object, ...]] = set()
         self._count_backlog()
         self.arrivals.on_written = self._written
 
@@ -219,9 +220,10 @@ class Forwarder:
                 if code >= 0x80:
                     refused += message.count
                     self.refused[message.table] = self.refused.get(message.table, 0) + message.count
-                    log.warning(
+                    self._warn_once(
+                        ("refused", message.table, code),
                         "the upstream refused %d readings of table %s on %s: %s; they are not sent again (check the "
-                        "upstream's access rules for this client)",
+                        "upstream's access rules for this client; later refusals are only counted, in the status)",
                         message.count,
                         message.table,
                         message.topic,
@@ -240,9 +242,10 @@ class Forwarder:
                 self.backlog.pop(table, None)
         for table, count in chunk.dropped.items():
             self.cursor.dropped[table] = self.cursor.dropped.get(table, 0) + count
-            log.warning(
+            self._warn_once(
+                ("dropped", table),
                 "%d readings of table %s were deleted (by retention, or with their table) before they could be "
-                "forwarded",
+                "forwarded; later ones are only counted, in the status",
                 count,
                 table,
             )
@@ -255,6 +258,12 @@ class Forwarder:
             self._recent.popleft()
         self._save_soon()
 
+    def _warn_once(self, what: tuple[object, ...], message: str, *args: object) -> None:
+        """Log a kind of loss the first time it happens in a run: the status counts every one."""
+        if what not in self._warned:
+            self._warned.add(what)
+            log.warning(message, *args)
+
     # -- the cursor ---------------------------------------------------------------------------------------------
 
     def _save_soon(self) -> None:
@@ -265,11 +274,9 @@ class Forwarder:
     def _save(self, *, trim: bool) -> asyncio.Future[None]:
         now = time.monotonic()
         self._saved, self._saved_at = self.cursor.next, now
-        ops = self.arrivals.advance(CONSUMER, self.cursor)
+        ops = self.arrivals.advance(CONSUMER, self.cursor, trim=trim)
         if trim:
             self._trimmed_at = now
-        else:
-            ops = ops[:1]
         # Not synced: a cursor lost in a power cut only means that some readings go up twice.
         future = self.store.writer.submit(ops, durable=False)
         future.add_done_callback(_report_failed_save)

@@ -107,7 +107,7 @@ def test_advancing_a_cursor_saves_it_and_deletes_the_entries_behind_it(tmp_path:
         for i in range(4):
             await store.append("t", [("a", i * S, float(i))], durable=True)
         assert store.arrivals.cursor("up") == Cursor()
-        await store.writer.write(store.arrivals.advance("up", Cursor(3, {"T": 2})), durable=True)
+        await store.writer.write(store.arrivals.advance("up", Cursor(3, {"T": 2}), trim=True), durable=True)
         await store.close()
         store = TimeSeriesStore(tmp_path / "db")
         assert store.arrivals.cursor("up") == Cursor(3, {"T": 2})
@@ -125,7 +125,7 @@ def test_numbering_goes_on_past_a_cursor_that_passed_every_entry(tmp_path: Path)
         store.arrivals.enabled = True
         for i in range(3):
             await store.append("t", [("a", i * S, float(i))], durable=True)
-        await store.writer.write(store.arrivals.advance("up", Cursor(4)), durable=True)
+        await store.writer.write(store.arrivals.advance("up", Cursor(4), trim=True), durable=True)
         await store.close()
         store = TimeSeriesStore(tmp_path / "db")
         store.arrivals.enabled = True
