@@ -465,7 +465,7 @@ async def bench_main(args: argparse.Namespace, workdir: Path, brokers: list[Brok
     )
     results: list[Result] = []
     try:
-        gw = await start(base, logdir, "gateway", "", brokers)
+        gw = await start(base, logdir, "gateway", args.config.replace("\\n", "\n"), brokers)
         await asyncio.sleep(args.startup_settle)  # startup writes (OPTIONS, MANIFEST, LOG) are not idle writes
         results.append(await idle(gw, args.idle_seconds))
         strace_out = None if args.no_strace or not shutil.which("strace") else logdir / "strace.txt"
@@ -497,6 +497,12 @@ async def bench_main(args: argparse.Namespace, workdir: Path, brokers: list[Brok
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dir", default="/var/tmp", help="where the data directories are made (default /var/tmp)")
+    parser.add_argument(
+        "--config",
+        default="",
+        help='configuration of the (first) gateway, "\\n" for newlines, e.g. to measure with an uplink: '
+        """'[uplink]\\nurl = "mqtt://127.0.0.1:1883"'""",
+    )
     parser.add_argument("--idle-seconds", type=float, default=60.0)
     parser.add_argument("--site-seconds", type=float, default=90.0)
     parser.add_argument("--settle-seconds", type=float, default=20.0)
