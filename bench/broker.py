@@ -143,6 +143,33 @@ def split_packets(buf: bytearray) -> tuple[list[tuple[int, int, int]], int]:
     return packets, pos
 
 
+async def read_within(reader: asyncio.StreamReader, wait: float, size: int = 1 << 16) -> bytes:
+    """What the stream has within `wait` seconds; b"" when nothing came in time, or it ended."""
+    if wait <= 0:
+        return b""
+    try:
+        async with asyncio.timeout(wait):
+            return await reader.read(size)
+    except TimeoutError:
+        return b""
+
+
+def take_publishes(buf: bytearray) -> tuple[list[tuple[int, int]], bytes, int]:
+    """The complete PUBLISH packets at the start of `buf`: their payloads' (start, end) offsets in it, the PUBACKs
+    its QoS 1 ones need, and how many bytes the complete packets take (the caller deletes them once done)."""
+    packets, used = split_packets(buf)
+    spans, acks = [], []
+    for header, start, end in packets:
+        if header >> 4 != 3:
+            continue
+        payload_at = start + 2 + (buf[start] << 8 | buf[start + 1])
+        if header & 0x06:
+            acks.append(b"\x40\x02" + bytes(buf[payload_at : payload_at + 2]))
+            payload_at += 2
+        spans.append((payload_at, end))
+    return spans, b"".join(acks), used
+
+
 async def read_packet(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     first = (await reader.readexactly(1))[0]
     length, shift = 0, 0
@@ -429,30 +456,16 @@ async def subscriber_main(spec: dict[str, object]) -> None:
     received, first_at, last_at, buf = 0, 0.0, 0.0, bytearray()
     while received < expected:  # every turn reads data or ends the loop
         now = time.monotonic()
-        wait = deadline - now if not received else min(SUBSCRIBER_IDLE_S, deadline - now)
-        if wait <= 0:
-            break
-        try:
-            async with asyncio.timeout(wait):
-                data = await reader.read(1 << 16)
-        except TimeoutError:
-            break
+        data = await read_within(reader, deadline - now if not received else min(SUBSCRIBER_IDLE_S, deadline - now))
         if not data:
             break
         now = time.monotonic()
         buf += data
-        packets, used = split_packets(buf)
-        acks = []
-        for header, start_at, _ in packets:
-            if header >> 4 != 3:
-                continue
-            received += 1
-            if header & 0x06:
-                id_at = start_at + 2 + (buf[start_at] << 8 | buf[start_at + 1])
-                acks.append(b"\x40\x02" + bytes(buf[id_at : id_at + 2]))
+        spans, acks, used = take_publishes(buf)
+        received += len(spans)
         del buf[:used]
         if acks:
-            writer.write(b"".join(acks))
+            writer.write(acks)
         if received:
             first_at, last_at = first_at or now, now
     result = {"received": received, "first": first_at, "last": last_at, "cpu": time.process_time() - cpu0}

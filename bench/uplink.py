@@ -68,11 +68,12 @@ from broker import (
     proc_cpu_seconds,
     proc_rss_kib,
     read_packet,
+    read_within,
     run_bench,
     spawn,
-    split_packets,
     start_gateway,
     subscribe_packet,
+    take_publishes,
     wait_accepting,
 )
 from ingest import CLIENTS, HTTP_RE, QOS1_WINDOW, Client, RssSampler, connect_clients, ingest_plan, publish
@@ -119,33 +120,18 @@ async def subscriber_main(spec: dict[str, Any]) -> None:
     while True:  # every turn reads data or ends the loop
         now = time.monotonic()
         wait = DUPLICATES_GRACE_S if rows >= expected else SUBSCRIBER_IDLE_S if rows else deadline - now
-        wait = min(wait, deadline - now)
-        if wait <= 0:
-            break
-        try:
-            async with asyncio.timeout(wait):
-                data = await reader.read(1 << 18)
-        except TimeoutError:
-            break
+        data = await read_within(reader, min(wait, deadline - now), 1 << 18)
         if not data:
             break
         now = time.monotonic()
         buf += data
-        packets, used = split_packets(buf)
-        acks = []
-        for header, start, end in packets:
-            if header >> 4 != 3:
-                continue
-            payload_at = start + 2 + (buf[start] << 8 | buf[start + 1])
-            if header & 0x06:
-                acks.append(b"\x40\x02" + bytes(buf[payload_at : payload_at + 2]))
-                payload_at += 2
-            messages += 1
-            rows += buf.count(b"],[", payload_at, end) + 1  # [["name",t,v],["name",t,v],...]
+        spans, acks, used = take_publishes(buf)
+        messages += len(spans)
+        rows += sum(buf.count(b"],[", start, end) + 1 for start, end in spans)  # [["name",t,v],["name",t,v],...]
         del buf[:used]
         if acks:
-            writer.write(b"".join(acks))
-        if packets:
+            writer.write(acks)
+        if spans:
             first_at, last_at = first_at or now, now
             if rows >= expected and not reached_at:
                 reached_at = now
