@@ -133,7 +133,7 @@ def build_uplink(config: Config, store: TimeSeriesStore, broker: Broker, name: s
     if uplink.password_file:
         path = config.resolve(uplink.password_file)
         try:
-            password = path.read_text().splitlines()[0] if path.stat().st_size else ""
+            password = next(iter(path.read_text().splitlines()), "")
         except OSError as exc:
             raise ConfigError(
                 f"{config.source}: [uplink] password_file {str(path)!r}: cannot read it ({exc.strerror})"

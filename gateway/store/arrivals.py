@@ -103,7 +103,6 @@ class ArrivalLog:
         self.on_written: Callable[[list[tuple[int, int]]], None] | None = None
         self._batch: asyncio.Future[None] | None = None
         self._unwritten = _Unwritten()
-        self._recorded: list[tuple[int, int]] = []
         last = next(key_range(db, ARRIVAL, keys.space_end(ARRIVAL), reverse=True), None)
         self.next_seq = _SEQ.unpack_from(last[0], 1)[0] + 1 if last is not None else 1
         # A consumer that passed every entry on has deleted them all: numbering goes on past its cursor, or new
@@ -118,17 +117,15 @@ class ArrivalLog:
         """The log entry of one append, to be written in the same batch as its readings."""
         seq = self.next_seq
         self.next_seq = seq + 1
-        self._recorded.append((table_id, len(rows) // ROW.size))
         return entry_key(seq), encode_entry(table_id, arrival_ns, rows)
 
-    def submitted(self, batch: asyncio.Future[None]) -> None:
-        """The entries recorded since the last call went into `batch` (the writer's shared future)."""
+    def submitted(self, batch: asyncio.Future[None], table_id: int, count: int) -> None:
+        """The entry just recorded, of `count` readings of a table, went into `batch` (the writer's shared future)."""
         if batch is not self._batch:
             self._batch, self._unwritten = batch, _Unwritten()
             batch.add_done_callback(partial(self._written, self._unwritten))
         self._unwritten.end = self.next_seq
-        self._unwritten.counts += self._recorded
-        self._recorded = []
+        self._unwritten.counts.append((table_id, count))
 
     def _written(self, unwritten: _Unwritten, batch: asyncio.Future[None]) -> None:
         if batch.cancelled() or batch.exception() is not None:

@@ -120,6 +120,7 @@ class TimeSeriesStore:
         self._told_batch: asyncio.Future[None] | None = None
         self._to_tell: list[tuple[str, Sequence[tuple[str, int, float]]]] = []
         self._tables: dict[str, Table] = {}
+        self._table_names: dict[int, str] = {}  # by table id, for the arrival log's readers
         self._series: dict[tuple[int, str], int] = {}
         self._series_names: dict[int, str] = {}  # the reverse of _series, for the arrival log's readers
         # Written only while something consumes it (the uplink sets enabled).
@@ -132,6 +133,7 @@ class TimeSeriesStore:
         for _key, value in key_range(self.db, keys.TABLE, keys.space_end(keys.TABLE)):
             table = Table.from_record(value)
             self._tables[table.name] = table
+            self._table_names[table.id] = table.name
             self._next_table = max(self._next_table, table.id + 1)
         for key, value in key_range(self.db, keys.SERIES, keys.space_end(keys.SERIES)):
             series_id = keys.decode_series_id(key[1:])
@@ -154,7 +156,8 @@ class TimeSeriesStore:
         return self._tables.get(name.upper())
 
     def table_by_id(self, table_id: int) -> Table | None:
-        return next((table for table in list(self._tables.values()) if table.id == table_id), None)
+        name = self._table_names.get(table_id)
+        return None if name is None else self._tables.get(name)
 
     async def create_table(self, name: str, *, exist_ok: bool = False, retention: Retention = Retention()) -> Table:
         name = name.upper()
@@ -183,6 +186,7 @@ class TimeSeriesStore:
             if missing_ok:
                 return
             raise StoreError(f"no table {name}")
+        del self._table_names[table.id]
         ops: list[Op] = [DeleteRange(keys.table_key(name), keys.table_key(name) + b"\x00")]
         dropped = [(n, i) for (t, n), i in self._series.items() if t == table.id]
         for series_name, series_id in dropped:
@@ -202,6 +206,7 @@ class TimeSeriesStore:
         table = Table(name, self._next_table, time.time_ns(), retention)
         self._next_table += 1
         self._tables[name] = table
+        self._table_names[table.id] = name
         puts.append((keys.table_key(name), table.record()))
         return table
 
@@ -242,14 +247,15 @@ class TimeSeriesStore:
         except BaseException:
             rollups.failed()  # it has counted readings that will not be written
             raise
-        if self.arrivals.enabled and readings:
+        logged = self.arrivals.enabled and bool(readings)
+        if logged:
             # The rows are the readings' keys and values, already made; appends put nothing but Puts.
             reading = keys.READING[0]
             rows = b"".join(key + value for key, value in cast(list[Put], puts) if key[0] == reading)
             puts.append(self.arrivals.record(table_id, time.time_ns(), rows))
         batch = self.writer.submit(puts, durable=durable)
-        if self.arrivals.enabled and readings:
-            self.arrivals.submitted(batch)
+        if logged:
+            self.arrivals.submitted(batch, table_id, len(readings))
         if self.listeners:
             if batch is not self._told_batch:
                 self._told_batch, self._to_tell = batch, []

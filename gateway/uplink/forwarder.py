@@ -13,6 +13,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from gateway.store.arrivals import entry_header
@@ -70,17 +71,17 @@ class Forwarder:
         self.arrivals.on_written = self._written
 
     def _count_backlog(self) -> None:
-        names: dict[int, str] = {}
-        for _key, value in self.arrivals.entries(self.cursor.next):
-            table_id, _arrival, count = entry_header(value)
-            name = names.get(table_id)
-            if name is None:
-                table = self.store.table_by_id(table_id)
-                name = names[table_id] = table.name if table is not None else DROPPED_TABLE
-            self.backlog[name] = self.backlog.get(name, 0) + count
+        headers = (entry_header(value) for _key, value in self.arrivals.entries(self.cursor.next))
+        self._add_to_backlog((table_id, count) for table_id, _arrival, count in headers)
 
     def _written(self, entries: list[tuple[int, int]]) -> None:
         """New entries are readable: counted in the backlog when they become so, never before the reader sees them."""
+        self._fresh += self._add_to_backlog(entries)
+        if self._fresh >= self._want:
+            self._arrived.set()
+
+    def _add_to_backlog(self, entries: Iterable[tuple[int, int]]) -> int:
+        """Count (table id, readings) entries into the backlog; returns how many readings that was."""
         per_table: dict[int, int] = {}
         for table_id, count in entries:
             per_table[table_id] = per_table.get(table_id, 0) + count
@@ -88,9 +89,7 @@ class Forwarder:
             table = self.store.table_by_id(table_id)
             name = table.name if table is not None else DROPPED_TABLE
             self.backlog[name] = self.backlog.get(name, 0) + count
-            self._fresh += count
-        if self._fresh >= self._want:
-            self._arrived.set()
+        return sum(per_table.values())
 
     # -- status ---------------------------------------------------------------------------------------------------
 

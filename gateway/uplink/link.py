@@ -47,7 +47,7 @@ class Uplink:
         self,
         settings: UplinkSettings,
         forwarder: Forwarder | None,
-        bridge: Bridge | None,
+        bridge: Bridge,
         publish_local: Callable[[Message], None],
     ) -> None:
         self.settings = settings
@@ -55,7 +55,6 @@ class Uplink:
         self.bridge = bridge
         self._publish_local = publish_local
         self._task: asyncio.Task[None] | None = None
-        self._client: UpstreamClient | None = None
         self.connected_since: float | None = None
         self.disconnected_since: float | None = time.time()
         self.last_error: str | None = None
@@ -65,16 +64,13 @@ class Uplink:
         self._skipped_at = time.monotonic()
 
     async def start(self) -> None:
-        if self.bridge is not None:
-            self.bridge.start()
+        self.bridge.start()
         self._task = asyncio.create_task(self._run(), name="uplink")
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        if self._client is not None:
-            await self._client.disconnect()
+            await asyncio.gather(self._task, return_exceptions=True)  # the connection is closed on the way out
         if self.forwarder is not None:
             await self.forwarder.flush()
 
@@ -114,7 +110,6 @@ class Uplink:
             clean_start=settings.command_prefix is None,
             on_message=self._command,
         )
-        self._client = client
         self.connected_since, self.disconnected_since = time.time(), None
         log.info("uplink connected to %s as %s", settings.url, settings.client_id)
         try:
@@ -123,17 +118,14 @@ class Uplink:
                 (code,) = await client.subscribe([(topic_filter, 1)])
                 if code >= 0x80:
                     self._note(f"the upstream refused the command subscription {topic_filter} (reason 0x{code:02X})")
-            if self.bridge is not None:
-                self.bridge.connected(client)
+            self.bridge.connected(client)
             if self.forwarder is not None:
                 await self.forwarder.run(client)
             else:
                 raise await client.wait_closed()
         finally:
             self.connected_since, self.disconnected_since = None, time.time()
-            self._client = None
-            if self.bridge is not None:
-                self.bridge.disconnected()
+            self.bridge.disconnected()
             await client.disconnect()
 
     def _note(self, error: str) -> None:
@@ -180,6 +172,6 @@ class Uplink:
                 "dropped_by_table": dict(sorted(forwarder.cursor.dropped.items())),
                 "refused_by_table": dict(sorted(forwarder.refused.items())),
             }
-        if self.bridge is not None and self.bridge.filters:
+        if self.bridge.filters:
             out["bridge"] = {"sent": self.bridge.sent, "queued": self.bridge.queued}
         return out
